@@ -1,0 +1,264 @@
+"""Load a dataset as gray-level arrays with the paper's splits (method.md section 4).
+
+Images are float32 rows in [0, 1] (28x28 datasets flattened to 784). Validation and test sets are
+also binarised once with a fixed seed; training batches are binarised afresh by the trainer
+(`dynamic_binarize`). Exemplars, probe inputs and classifier inputs use the gray levels.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evae.data.fetch import cache_dir, fetch
+from evae.data.registry import get_spec
+from evae.io import atomic_path
+
+BINARIZE_SEED = 777
+SPLIT_SEED = 0
+EMBEDDED_NAME = "mnist_subset"
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A dataset split into train / validation / test, with its provenance."""
+
+    name: str
+    image_shape: tuple[int, int, int]
+    train: np.ndarray
+    train_labels: np.ndarray
+    val: np.ndarray
+    val_labels: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
+    binary: bool = True
+    binarize_seed: int = BINARIZE_SEED
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def val_binary(self) -> np.ndarray:
+        return binarize_once(self.val, self.binarize_seed, stream=0)
+
+    @property
+    def test_binary(self) -> np.ndarray:
+        return binarize_once(self.test, self.binarize_seed, stream=1)
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def binarize_once(x: np.ndarray, seed: int, stream: int) -> np.ndarray:
+    """Bernoulli draw of gray images, reproducible from (seed, stream); float32 in {0, 1}."""
+    rng = np.random.default_rng([seed, stream])
+    return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
+
+
+def dynamic_binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A fresh Bernoulli draw of a gray-level training batch (called once per minibatch)."""
+    return torch.bernoulli(x, generator=generator)
+
+
+def load_dataset(
+    name: str,
+    *,
+    cache: str | os.PathLike | None = None,
+    mirrors: list[str | os.PathLike] | None = None,
+    download: bool = True,
+    split_seed: int = SPLIT_SEED,
+    binarize_seed: int = BINARIZE_SEED,
+) -> ImageDataset:
+    """Load ``name`` (mnist, fashion_mnist, omniglot, omniglot_raw28 or mnist_subset)."""
+    kwargs = dict(cache=cache, mirrors=mirrors, download=download)
+    if name in ("mnist", "fashion_mnist"):
+        ds = _load_idx_dataset(name, **kwargs)
+    elif name == "omniglot":
+        ds = _load_chardata(split_seed, **kwargs)
+    elif name == "omniglot_raw28":
+        ds = _load_omniglot_raw28(split_seed, **kwargs)
+    elif name == EMBEDDED_NAME:
+        ds = load_embedded_subset()
+    else:
+        raise KeyError(
+            f"unknown dataset {name!r}; known: mnist, fashion_mnist, omniglot, omniglot_raw28, {EMBEDDED_NAME}"
+        )
+    ds.provenance["binarize"] = f"val/test binarised once: numpy default_rng([{binarize_seed}, 0|1]); train dynamic"
+    return dataclasses.replace(ds, binarize_seed=binarize_seed)
+
+
+# --- MNIST and Fashion-MNIST ---------------------------------------------------------------------
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse an (optionally gzipped) idx file of unsigned bytes."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    zero, dtype, ndim = raw[0:2], raw[2], raw[3]
+    if zero != b"\0\0" or dtype != 0x08:
+        raise ValueError(f"{path}: not an idx file of unsigned bytes")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _load_idx_dataset(name: str, **kwargs) -> ImageDataset:
+    spec = get_spec(name)
+    paths = {f.name.split("-idx")[0]: fetch(spec, f, **kwargs) for f in spec.files}
+    x_all = read_idx(paths["train-images"]).reshape(-1, 784)
+    y_all = read_idx(paths["train-labels"]).astype(np.int64)
+    x_test = read_idx(paths["t10k-images"]).reshape(-1, 784)
+    y_test = read_idx(paths["t10k-labels"]).astype(np.int64)
+    gray = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
+    return ImageDataset(
+        name=name,
+        image_shape=(1, 28, 28),
+        train=gray(x_all[:50_000]),
+        train_labels=y_all[:50_000],
+        val=gray(x_all[50_000:]),
+        val_labels=y_all[50_000:],
+        test=gray(x_test),
+        test_labels=y_test,
+        provenance={
+            "files": {f.name: f"{f.algo}:{f.digest}" for f in spec.files},
+            "split": "train = first 50,000 training images, val = last 10,000, test = standard 10,000",
+        },
+    )
+
+
+# --- Omniglot ------------------------------------------------------------------------------------
+
+
+def _seeded_split(name: str, n: int, n_val: int, seed: int, cache) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Shuffle ``n`` indices with ``seed`` and cut off ``n_val``; the indices are saved (and checked)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    train_idx, val_idx = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    path = cache_dir(cache) / "splits" / f"{name}-seed{seed}.npz"
+    if path.exists():
+        saved = np.load(path)
+        if not (np.array_equal(saved["train"], train_idx) and np.array_equal(saved["val"], val_idx)):
+            raise RuntimeError(f"{path}: saved split indices differ from the seeded split; delete the file")
+    else:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, train=train_idx, val=val_idx)
+    return train_idx, val_idx, path
+
+
+def _load_chardata(split_seed: int, **kwargs) -> ImageDataset:
+    from scipy.io import loadmat
+
+    spec = get_spec("omniglot")
+    mat = loadmat(fetch(spec, spec.files[0], **kwargs))
+
+    def images(key: str) -> np.ndarray:
+        # Columns hold images in Fortran (column-major) order: transpose each back to row-major.
+        cols = mat[key].T.astype(np.float32)
+        return np.ascontiguousarray(cols.reshape(-1, 28, 28).transpose(0, 2, 1).reshape(-1, 784))
+
+    x_pool, y_pool = images("data"), mat["target"].argmax(axis=0).astype(np.int64)
+    x_test, y_test = images("testdata"), mat["testtarget"].argmax(axis=0).astype(np.int64)
+    train_idx, val_idx, split_path = _seeded_split("omniglot", len(x_pool), 1_345, split_seed, kwargs["cache"])
+    return ImageDataset(
+        name="omniglot",
+        image_shape=(1, 28, 28),
+        train=x_pool[train_idx],
+        train_labels=y_pool[train_idx],
+        val=x_pool[val_idx],
+        val_labels=y_pool[val_idx],
+        test=x_test,
+        test_labels=y_test,
+        provenance={
+            "files": {"chardata.mat": f"git-blob:{spec.files[0].digest}"},
+            "split": f"IWAE train pool shuffled with seed {split_seed}: 23,000 train / 1,345 val; IWAE test",
+            "split_indices": str(split_path),
+            "labels": "alphabet index",
+        },
+    )
+
+
+def _load_omniglot_raw28(split_seed: int, **kwargs) -> ImageDataset:
+    spec = get_spec("omniglot_raw28")
+    images, labels = [], []
+    offset = 0
+    for f in spec.files:
+        with np.load(fetch(spec, f, **kwargs)) as z:
+            images.append(z["images"])
+            labels.append(np.arange(len(z["images"])) + offset)
+            offset += len(z["images"])
+    ink = 1.0 - torch.from_numpy(np.concatenate(images)).float()  # (chars, 20, 105, 105), ink = 1
+    chars = np.concatenate(labels)
+    small = F.interpolate(ink.reshape(-1, 1, 105, 105), size=(28, 28), mode="area")
+    small = small.reshape(len(chars), 20, 784).clamp(0, 1).numpy()
+    char_of = np.repeat(chars[:, None], 20, axis=1)
+    x_pool, y_pool = small[:, :15].reshape(-1, 784), char_of[:, :15].reshape(-1)
+    x_test, y_test = small[:, 15:].reshape(-1, 784), char_of[:, 15:].reshape(-1)
+    train_idx, val_idx, split_path = _seeded_split("omniglot_raw28", len(x_pool), 1_345, split_seed, kwargs["cache"])
+    return ImageDataset(
+        name="omniglot_raw28",
+        image_shape=(1, 28, 28),
+        train=x_pool[train_idx],
+        train_labels=y_pool[train_idx],
+        val=x_pool[val_idx],
+        val_labels=y_pool[val_idx],
+        test=x_test,
+        test_labels=y_test.astype(np.int64),
+        provenance={
+            "files": {f.name: f"{f.algo}:{f.digest}" for f in spec.files},
+            "split": f"STAND-IN built from raw Omniglot (not the paper's chardata.mat): ink=1, area-downsampled "
+            f"105->28, drawings 1-15 train pool (shuffled with seed {split_seed}: 23,000 train / 1,345 val), "
+            "drawings 16-20 test",
+            "split_indices": str(split_path),
+            "labels": "character index (0..1622)",
+        },
+    )
+
+
+# --- The embedded MNIST subset -------------------------------------------------------------------
+
+EMBEDDED_PER_CLASS = {"train": 300, "val": 100, "test": 100}
+
+
+def embedded_content_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the subset's arrays in a fixed order (independent of npz/zip metadata)."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def load_embedded_subset() -> ImageDataset:
+    """The small MNIST subset shipped inside the package (see evae/data/embedded/README.md)."""
+    import json
+
+    root = resources.files("evae.data") / "embedded"
+    meta = json.loads((root / "mnist_subset.json").read_text())
+    with resources.as_file(root / "mnist_subset.npz") as path, np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    digest = embedded_content_digest(arrays)
+    if digest != meta["sha256_content"]:
+        raise RuntimeError(
+            f"embedded MNIST subset is corrupt: content sha256 {digest}, expected {meta['sha256_content']}; "
+            "rebuild it with `python -m evae.data.build_embedded` or reinstall the package"
+        )
+    gray = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
+    return ImageDataset(
+        name=EMBEDDED_NAME,
+        image_shape=(1, 28, 28),
+        train=gray(arrays["x_train"]),
+        train_labels=arrays["y_train"].astype(np.int64),
+        val=gray(arrays["x_val"]),
+        val_labels=arrays["y_val"].astype(np.int64),
+        test=gray(arrays["x_test"]),
+        test_labels=arrays["y_test"].astype(np.int64),
+        provenance={"files": {"mnist_subset.npz": f"sha256-content:{digest}"}, "split": meta["rule"]},
+    )
