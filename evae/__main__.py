@@ -1,0 +1,5 @@
+import sys
+
+from evae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,132 @@
+"""Training configuration: one flat, validated record. Unknown keys and bad values are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATASETS = ("mnist", "fashion_mnist", "omniglot", "omniglot_raw28", "mnist_subset")
+ARCHITECTURES = ("vae", "hvae", "convhvae")
+PRIORS = ("gaussian", "vampprior", "exemplar")
+OPTIMIZERS = ("adamnormgrad", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults are the paper's protocol (method.md sections 1-4)."""
+
+    dataset: str = "mnist"
+    architecture: str = "vae"
+    prior: str = "exemplar"
+    latent_dim: int = 40
+    hidden: int = 300
+    pseudo_inputs: int = 500  # VampPrior K
+    exemplar_mode: str = "exact"  # "exact" (M sampled exemplars) or "knn" (retrieval-augmented)
+    exemplar_subset: float = 0.5  # M / N in exact mode; 1.0 = every exemplar at every step
+    exemplar_k: int = 10  # neighbours per point in kNN mode
+    optimizer: str = "adamnormgrad"
+    lr: float = 5e-4
+    batch_size: int = 100
+    warmup_epochs: int = 100
+    max_epochs: int = 2000
+    patience: int = 50
+    seed: int = 0
+    split_seed: int = 0
+    binarize_seed: int = 777
+    max_train_images: int | None = None  # keep only the first n training images (reduced budgets)
+    threads: int = 1
+    device: str = "auto"
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        choices = {
+            "dataset": DATASETS,
+            "architecture": ARCHITECTURES,
+            "prior": PRIORS,
+            "exemplar_mode": ("exact", "knn"),
+            "optimizer": OPTIMIZERS,
+            "device": DEVICES,
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key}: {getattr(self, key)!r} is not one of {list(allowed)}")
+        positive = ("latent_dim", "hidden", "pseudo_inputs", "exemplar_k", "batch_size", "max_epochs", "threads",
+                    "eval_batch_size")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("warmup_epochs", "patience"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"lr: must be in (0, 1), got {self.lr}")
+        if not 0 < self.exemplar_subset <= 1:
+            raise ConfigError(f"exemplar_subset: must be a fraction in (0, 1], got {self.exemplar_subset}")
+        if self.max_train_images is not None and self.max_train_images < 2:
+            raise ConfigError(f"max_train_images: must be >= 2 or null, got {self.max_train_images}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {sorted(known)}")
+        values = {}
+        for key, value in data.items():
+            values[key] = _coerce(key, value, known[key].type)
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys to values")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short hash of every setting that changes the trained model (not threads or device)."""
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ("threads", "device", "eval_batch_size")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _coerce(key: str, value: Any, type_name: str) -> Any:
+    """Accept YAML's natural spellings (1e-4 parses as a string in YAML 1.1; ints for floats)."""
+    base = type_name.replace(" | None", "")
+    if value is None:
+        if "None" in type_name:
+            return None
+        raise ConfigError(f"{key}: must not be null")
+    try:
+        if base == "int" and not isinstance(value, bool) and float(value) == int(float(value)):
+            return int(float(value))
+        if base == "float" and not isinstance(value, bool):
+            return float(value)
+        if base == "str" and isinstance(value, str):
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise ConfigError(f"{key}: expected {base}, got {value!r}")

@@ -1,0 +1,125 @@
+"""The exemplar prior: p(z | X) = (1/N) sum_n N(z; mu(x_n), s^2 I) over the N training images.
+
+mu is the model's own encoder mean; s^2 is one learned scalar. Three ways to evaluate it
+(method.md section 1):
+
+* training, ``mode="exact"``: M exemplars drawn with replacement per minibatch (all N if M is
+  None), encoded with gradients; each point's own exemplar is left out (LOO), normaliser 1/(M - masked).
+* training, ``mode="knn"`` (retrieval-augmented training): the k nearest cached means of every
+  point's latent sample (faiss, exact L2 search over means refreshed each epoch), the union over the
+  minibatch re-encoded with gradients, LOO-masked, normalised by 1/(N - 1): a lower bound on the
+  full leave-one-out mixture, equal to it when k covers every exemplar.
+* evaluation (``model.eval()``): all N cached means, no LOO, 1/N, summed in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+import torch
+from torch import nn
+
+from evae.priors.base import Encoder, Prior
+from evae.priors.mixture import isotropic_log_kernel, streaming_isotropic_mixture, uniform_mixture
+
+MODES = ("exact", "knn")
+
+
+class ExemplarPrior(Prior):
+    def __init__(
+        self,
+        exemplars: torch.Tensor,
+        mode: str = "exact",
+        subset: int | None = None,
+        k: int = 10,
+        encode_batch: int = 2000,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"exemplar prior mode must be one of {MODES}, got {mode!r}")
+        if subset is not None and subset < 2:
+            raise ValueError(f"exemplar subset size must be >= 2 or None (all), got {subset}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.mode, self.subset, self.k, self.encode_batch = mode, subset, k, encode_batch
+        self.register_buffer("exemplars", exemplars.float(), persistent=False)
+        self.logvar = nn.Parameter(torch.randn(()))  # the authors draw the initial log s^2 from N(0, 1)
+        self._means: torch.Tensor | None = None
+        self._index: faiss.Index | None = None
+
+    @classmethod
+    def from_config(cls, cfg, train_images: torch.Tensor) -> "ExemplarPrior":
+        n = train_images.shape[0]
+        subset = None if cfg.exemplar_subset >= 1 else max(2, round(cfg.exemplar_subset * n))
+        return cls(train_images, mode=cfg.exemplar_mode, subset=subset, k=cfg.exemplar_k)
+
+    @property
+    def num_exemplars(self) -> int:
+        return self.exemplars.shape[0]
+
+    def describe(self) -> dict:
+        return {
+            "mode": self.mode,
+            "subset": self.subset,
+            "k": self.k,
+            "num_exemplars": self.num_exemplars,
+            "variance": float(self.logvar.detach().exp()),
+        }
+
+    @torch.no_grad()
+    def refresh(self, encoder: Encoder) -> None:
+        """Re-encode every exemplar (no gradients) into the cache of means; rebuild the kNN index."""
+        self._means = torch.cat(
+            [encoder(self.exemplars[i : i + self.encode_batch])[0] for i in range(0, self.num_exemplars, self.encode_batch)]
+        )
+        if self.mode == "knn":
+            self._index = faiss.IndexFlatL2(self._means.shape[1])
+            self._index.add(np.ascontiguousarray(self._means.float().cpu().numpy()))
+
+    @property
+    def cached_means(self) -> torch.Tensor:
+        if self._means is None:
+            raise RuntimeError("the exemplar prior's cache is empty: call prior.refresh(model.encode) first")
+        return self._means
+
+    def log_prob(self, z, encoder, index=None):
+        if not self.training:
+            return streaming_isotropic_mixture(z, self.cached_means, self.logvar).to(z.dtype)
+        if self.mode == "exact":
+            return self._log_prob_exact(z, encoder, index)
+        return self._log_prob_knn(z, encoder, index)
+
+    def _log_prob_exact(self, z, encoder, index):
+        n = self.num_exemplars
+        if self.subset is None:
+            comp = torch.arange(n, device=z.device)
+        else:
+            comp = torch.randint(n, (self.subset,), device=z.device)
+        means = encoder(self.exemplars[comp])[0]
+        mask = None if index is None else comp.unsqueeze(0) == index.unsqueeze(1)
+        return uniform_mixture(isotropic_log_kernel(z, means, self.logvar), mask)
+
+    def _log_prob_knn(self, z, encoder, index):
+        if self._index is None:
+            raise RuntimeError("kNN mode needs the exemplar index: call prior.refresh(model.encode) each epoch")
+        n = self.num_exemplars
+        k = min(self.k + (index is not None), n)  # one extra so that leaving oneself out still leaves k
+        _, nbrs = self._index.search(np.ascontiguousarray(z.detach().float().cpu().numpy()), k)
+        comp = torch.from_numpy(np.unique(nbrs[nbrs >= 0])).to(z.device)
+        means = encoder(self.exemplars[comp])[0]
+        log_kernel = isotropic_log_kernel(z, means, self.logvar)
+        if index is None:
+            return torch.logsumexp(log_kernel, dim=-1) - math.log(n)
+        mask = comp.unsqueeze(0) == index.unsqueeze(1)
+        return torch.logsumexp(log_kernel.masked_fill(mask, -math.inf), dim=-1) - math.log(n - 1)
+
+    @torch.no_grad()
+    def sample(self, n, encoder, generator=None, index=None):
+        if index is None:
+            index = torch.randint(self.num_exemplars, (n,), generator=generator)
+        index = index.to(self.exemplars.device)
+        means = encoder(self.exemplars[index])[0]
+        noise = torch.randn(means.shape, generator=generator).to(means.device)
+        return means + torch.exp(0.5 * self.logvar) * noise

@@ -1,0 +1,54 @@
+"""Log-densities of uniform Gaussian mixtures, shared by the VampPrior and the exemplar prior."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from evae.distributions import LOG_2PI
+
+
+def isotropic_log_kernel(z: torch.Tensor, means: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z_b; means_m, exp(logvar) I) for every pair: [B, M], via one matrix product.
+
+    ``logvar`` is a scalar shared by all components. The squared distance is expanded as
+    |z|^2 - 2 z.m + |m|^2; pass float64 inputs where cancellation matters (evaluation).
+    """
+    d = z.shape[-1]
+    sq = (z * z).sum(-1, keepdim=True) - 2 * z @ means.T + (means * means).sum(-1)
+    return -0.5 * (d * (LOG_2PI + logvar) + sq.clamp_min(0) * torch.exp(-logvar))
+
+
+def diagonal_log_kernel(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
+    """log N(z_b; means_k, diag(exp(logvars_k))) for every pair: [B, K]."""
+    diff = z.unsqueeze(1) - means.unsqueeze(0)
+    return -0.5 * (LOG_2PI + logvars.unsqueeze(0) + diff.pow(2) * torch.exp(-logvars).unsqueeze(0)).sum(-1)
+
+
+def uniform_mixture(log_kernel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """log (1/M') sum_m exp(log_kernel[b, m]) over the unmasked components (``mask`` True = drop).
+
+    M' counts the components kept in each row, so leaving one out renormalises by 1/(M - 1).
+    """
+    if mask is None:
+        return torch.logsumexp(log_kernel, dim=-1) - math.log(log_kernel.shape[-1])
+    kept = (~mask).sum(-1)
+    if bool((kept == 0).any()):
+        raise ValueError("every mixture component of some row is masked out")
+    return torch.logsumexp(log_kernel.masked_fill(mask, -math.inf), dim=-1) - torch.log(kept.to(log_kernel.dtype))
+
+
+def streaming_isotropic_mixture(
+    z: torch.Tensor, means: torch.Tensor, logvar: torch.Tensor, chunk: int = 8192
+) -> torch.Tensor:
+    """log (1/N) sum_n N(z_b; means_n, exp(logvar) I) over all N means, in float64, ``chunk`` means at a time.
+
+    Memory stays at [B, chunk]; the running log-sum-exp is exact up to float64 rounding.
+    """
+    z64, logvar64 = z.double(), logvar.double()
+    total = torch.full((z.shape[0],), -math.inf, dtype=torch.float64, device=z.device)
+    for start in range(0, means.shape[0], chunk):
+        block = isotropic_log_kernel(z64, means[start : start + chunk].double(), logvar64)
+        total = torch.logaddexp(total, torch.logsumexp(block, dim=-1))
+    return total - math.log(means.shape[0])

@@ -1,0 +1,1 @@
+"""Training: the AdamNormGrad optimiser and the resumable trainer."""
