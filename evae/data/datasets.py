@@ -7,10 +7,13 @@ also binarised once with a fixed seed; training batches are binarised afresh by 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
+import json
 import os
-import dataclasses
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -136,15 +139,32 @@ def _load_idx_dataset(name: str, **kwargs) -> ImageDataset:
 # --- Omniglot ------------------------------------------------------------------------------------
 
 
+class SplitMismatchError(RuntimeError):
+    """A saved split file does not hold the indices its seed gives (edited, corrupt, or another version)."""
+
+
+_SPLIT_FIX = (
+    "results made with it may not be comparable; if the file was damaged, delete it and it is re-created "
+    "from the seed on the next load"
+)
+
+
 def _seeded_split(name: str, n: int, n_val: int, seed: int, cache) -> tuple[np.ndarray, np.ndarray, Path]:
     """Shuffle ``n`` indices with ``seed`` and cut off ``n_val``; the indices are saved (and checked)."""
     perm = np.random.default_rng(seed).permutation(n)
     train_idx, val_idx = np.sort(perm[n_val:]), np.sort(perm[:n_val])
     path = cache_dir(cache) / "splits" / f"{name}-seed{seed}.npz"
     if path.exists():
-        saved = np.load(path)
-        if not (np.array_equal(saved["train"], train_idx) and np.array_equal(saved["val"], val_idx)):
-            raise RuntimeError(f"{path}: saved split indices differ from the seeded split; delete the file")
+        try:
+            with np.load(path) as saved:
+                same = np.array_equal(saved["train"], train_idx) and np.array_equal(saved["val"], val_idx)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise SplitMismatchError(f"{path}: unreadable saved split ({type(err).__name__}: {err}); {_SPLIT_FIX}")
+        if not same:
+            raise SplitMismatchError(
+                f"{path}: the saved split indices differ from the split that seed {seed} gives "
+                f"({n - n_val} train / {n_val} val of {n}); {_SPLIT_FIX}"
+            )
     else:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -184,19 +204,25 @@ def _load_chardata(split_seed: int, **kwargs) -> ImageDataset:
     )
 
 
+def _ink_28(background: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Raw 105x105 drawings (True = background) as float32 rows of 784: ink = 1, area-downsampled to 28x28.
+
+    Converted in chunks: the whole raw set as float32 would take 1.4 GB.
+    """
+    ink = torch.from_numpy(~background.reshape(-1, 1, 105, 105))
+    small = [F.interpolate(c.float(), size=(28, 28), mode="area") for c in ink.split(chunk)]
+    return torch.cat(small).reshape(-1, 784).numpy()
+
+
 def _load_omniglot_raw28(split_seed: int, **kwargs) -> ImageDataset:
     spec = get_spec("omniglot_raw28")
-    images, labels = [], []
-    offset = 0
+    per_file = []
     for f in spec.files:
         with np.load(fetch(spec, f, **kwargs)) as z:
-            images.append(z["images"])
-            labels.append(np.arange(len(z["images"])) + offset)
-            offset += len(z["images"])
-    ink = 1.0 - torch.from_numpy(np.concatenate(images)).float()  # (chars, 20, 105, 105), ink = 1
-    chars = np.concatenate(labels)
-    small = F.interpolate(ink.reshape(-1, 1, 105, 105), size=(28, 28), mode="area")
-    small = small.reshape(len(chars), 20, 784).clamp(0, 1).numpy()
+            background = z["images"]  # (chars, 20, 105, 105) bool, True = background
+        per_file.append(_ink_28(background).reshape(len(background), 20, 784))
+    small = np.concatenate(per_file)
+    chars = np.arange(len(small))
     char_of = np.repeat(chars[:, None], 20, axis=1)
     x_pool, y_pool = small[:, :15].reshape(-1, 784), char_of[:, :15].reshape(-1)
     x_test, y_test = small[:, 15:].reshape(-1, 784), char_of[:, 15:].reshape(-1)
@@ -226,6 +252,10 @@ def _load_omniglot_raw28(split_seed: int, **kwargs) -> ImageDataset:
 EMBEDDED_PER_CLASS = {"train": 300, "val": 100, "test": 100}
 
 
+class EmbeddedSubsetError(RuntimeError):
+    """The embedded subset's content does not match the checksum recorded beside it."""
+
+
 def embedded_content_digest(arrays: dict[str, np.ndarray]) -> str:
     """sha256 over the subset's arrays in a fixed order (independent of npz/zip metadata)."""
     h = hashlib.sha256()
@@ -236,19 +266,24 @@ def embedded_content_digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def load_embedded_subset() -> ImageDataset:
-    """The small MNIST subset shipped inside the package (see evae/data/embedded/README.md)."""
-    import json
+def load_embedded_subset(root: Path | None = None) -> ImageDataset:
+    """The small MNIST subset shipped inside the package (see evae/data/embedded/README.md).
 
-    root = resources.files("evae.data") / "embedded"
+    ``root`` is the folder holding ``mnist_subset.npz`` and ``.json`` (default: the package's own).
+    """
+    root = root or resources.files("evae.data") / "embedded"
+    fix = "rebuild it with `python -m evae.data.build_embedded` (needs the MNIST files) or reinstall the package"
     meta = json.loads((root / "mnist_subset.json").read_text())
-    with resources.as_file(root / "mnist_subset.npz") as path, np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:
+        with resources.as_file(root / "mnist_subset.npz") as path, np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise EmbeddedSubsetError(f"embedded MNIST subset in {root} is unreadable ({type(err).__name__}: {err}); {fix}")
     digest = embedded_content_digest(arrays)
     if digest != meta["sha256_content"]:
-        raise RuntimeError(
-            f"embedded MNIST subset is corrupt: content sha256 {digest}, expected {meta['sha256_content']}; "
-            "rebuild it with `python -m evae.data.build_embedded` or reinstall the package"
+        raise EmbeddedSubsetError(
+            f"embedded MNIST subset in {root} is corrupt: content sha256 {digest}, expected "
+            f"{meta['sha256_content']} (recorded in mnist_subset.json); {fix}"
         )
     gray = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
     return ImageDataset(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import time
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +69,7 @@ def verify(path: Path, spec: FileSpec) -> str | None:
     """``None`` if ``path`` holds the expected content, else why not."""
     try:
         digest, size = content_digest(path, spec)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error: a corrupt deflate stream
         return f"unreadable ({type(err).__name__}: {err})"
     if spec.size is not None and size != spec.size:
         return f"wrong size: expected {spec.size} bytes of content, found {size} (truncated or wrong file)"
@@ -122,7 +124,7 @@ def _download(url: str, dest: Path, spec: FileSpec, retries: int) -> str | None:
             return None
         except _Rejected as err:
             return f"downloaded but rejected: {err}"
-        except OSError as err:
+        except (OSError, http.client.HTTPException) as err:  # HTTPException: e.g. IncompleteRead
             problem = f"download failed after {attempt} attempt(s): {err}"
             if attempt < retries:
                 time.sleep(min(2**attempt, 30))
