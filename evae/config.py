@@ -109,7 +109,15 @@ class TrainConfig:
 
     def digest(self) -> str:
         """A short hash of every setting that changes the trained model (not threads or device)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in ("threads", "device", "eval_batch_size")}
+        return self._hash(("threads", "device", "eval_batch_size"))
+
+    def trajectory_digest(self) -> str:
+        """Like ``digest`` but also without ``max_epochs``: runs that agree on it follow the same path epoch by
+        epoch, so a finished run can be resumed with ``max_epochs`` raised."""
+        return self._hash(("threads", "device", "eval_batch_size", "max_epochs"))
+
+    def _hash(self, ignore: tuple[str, ...]) -> str:
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ignore}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -1,6 +1,13 @@
-"""Gated layers and initialisation of the paper's networks (method.md section 3)."""
+"""Gated layers and initialisation of the paper's networks (method.md section 3).
+
+A gated layer keeps its two maps A (``h``) and B (``g``) as separate modules, as the authors' code
+does: AdamNormGrad normalises each parameter tensor by its own norm, so merging A and B into one
+tensor of twice the width would change the optimiser (measured: no speed gain on CPU either).
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -9,31 +16,34 @@ LOGVAR_MIN, LOGVAR_MAX = -6.0, 2.0
 
 
 class GatedDense(nn.Module):
-    """``A x * sigmoid(B x)``, with A and B stored as one linear map of twice the width (one matmul)."""
+    """``h(x) * sigmoid(g(x))`` with two linear maps ``h`` and ``g`` (no activation on ``h``)."""
 
     def __init__(self, n_in: int, n_out: int):
         super().__init__()
-        self.linear = nn.Linear(n_in, 2 * n_out)
+        self.h = nn.Linear(n_in, n_out)
+        self.g = nn.Linear(n_in, n_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, g = self.linear(x).chunk(2, dim=-1)
-        return h * torch.sigmoid(g)
+        return self.h(x) * torch.sigmoid(self.g(x))
 
 
 class GatedConv2d(nn.Module):
-    """``conv_a(x) * sigmoid(conv_b(x))``, both convolutions computed as one with twice the channels."""
+    """``h(x) * sigmoid(g(x))`` with two convolutions of the same shape."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0):
         super().__init__()
-        self.conv = nn.Conv2d(c_in, 2 * c_out, kernel, stride, padding)
+        self.h = nn.Conv2d(c_in, c_out, kernel, stride, padding)
+        self.g = nn.Conv2d(c_in, c_out, kernel, stride, padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, g = self.conv(x).chunk(2, dim=1)
-        return h * torch.sigmoid(g)
+        return self.h(x) * torch.sigmoid(self.g(x))
 
 
 class GaussianHead(nn.Module):
-    """Linear mean and log-variance heads; the log-variance is hard-clipped to [-6, 2]."""
+    """Linear mean and log-variance heads; the log-variance is hard-clipped to [-6, 2].
+
+    The clip is ``clamp`` (the authors use ``Hardtanh``: same values, same zero gradient outside).
+    """
 
     def __init__(self, n_in: int, n_out: int):
         super().__init__()
@@ -44,10 +54,13 @@ class GaussianHead(nn.Module):
         return self.mean(h), self.logvar(h).clamp(LOGVAR_MIN, LOGVAR_MAX)
 
 
+@torch.no_grad()
 def he_init(module: nn.Module) -> None:
-    """He-normal weights (std sqrt(2 / fan_in)) and zero biases for every linear layer, as the authors do."""
+    """He-normal weights N(0, 2 / fan_in) for every ``nn.Linear`` inside ``module``, as the authors do.
+
+    Like the authors' code, biases and convolutions keep PyTorch's default initialisation
+    (method.md only fixes the linear weights).
+    """
     for m in module.modules():
         if isinstance(m, nn.Linear):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+            m.weight.normal_(0.0, math.sqrt(2.0 / m.in_features))

@@ -9,6 +9,9 @@ mu is the model's own encoder mean; s^2 is one learned scalar. Three ways to eva
   point's latent sample (faiss, exact L2 search over means refreshed each epoch), the union over the
   minibatch re-encoded with gradients, LOO-masked, normalised by 1/(N - 1): a lower bound on the
   full leave-one-out mixture, equal to it when k covers every exemplar.
+  Choices where method.md is silent: the query is the reparameterised sample z (detached), the
+  search covers all N cached means exactly (the authors search a random subset of M), and k + 1
+  neighbours are retrieved while training so that leaving oneself out still leaves k.
 * evaluation (``model.eval()``): all N cached means, no LOO, 1/N, summed in float64.
 """
 

@@ -44,11 +44,19 @@ def streaming_isotropic_mixture(
 ) -> torch.Tensor:
     """log (1/N) sum_n N(z_b; means_n, exp(logvar) I) over all N means, in float64, ``chunk`` means at a time.
 
-    Memory stays at [B, chunk]; the running log-sum-exp is exact up to float64 rounding.
+    The per-row constants are taken out of the sum, so each chunk costs one ``addmm`` and one
+    log-sum-exp: log N(z; m, s^2 I) = z.m / s^2 - |m|^2 / (2 s^2) - |z|^2 / (2 s^2) - D/2 log(2 pi s^2).
+    Everything is float64 (float32 would be ~2x faster here but loses up to 1e-2 nats per point when
+    s^2 is small, from cancellation between the large terms). Memory stays at [B, chunk]; the
+    running log-sum-exp across chunks is exact up to float64 rounding.
     """
     z64, logvar64 = z.double(), logvar.double()
+    inv_var = torch.exp(-logvar64)
+    z_scaled = z64 * inv_var
     total = torch.full((z.shape[0],), -math.inf, dtype=torch.float64, device=z.device)
     for start in range(0, means.shape[0], chunk):
-        block = isotropic_log_kernel(z64, means[start : start + chunk].double(), logvar64)
-        total = torch.logaddexp(total, torch.logsumexp(block, dim=-1))
-    return total - math.log(means.shape[0])
+        m = means[start : start + chunk].double()
+        logits = torch.addmm((m * m).sum(-1).mul(-0.5 * inv_var), z_scaled, m.T)
+        total = torch.logaddexp(total, torch.logsumexp(logits, dim=-1))
+    d = z.shape[-1]
+    return total - 0.5 * (z64 * z64).sum(-1) * inv_var - 0.5 * d * (LOG_2PI + logvar64) - math.log(means.shape[0])

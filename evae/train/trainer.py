@@ -2,7 +2,22 @@
 
 Every epoch ends with an atomically written checkpoint holding the model, the optimiser, the
 early-stopping state, the metrics so far and every RNG state, so a job killed at any moment
-resumes from its last completed epoch and ends exactly as an uninterrupted run of the same seed.
+resumes from its last completed epoch and ends exactly as an uninterrupted run of the same seed
+(same ``metrics.csv``, bit for bit; wall-clock times go to ``timing.csv``). A finished run resumes
+too when only ``max_epochs`` was raised.
+
+Choices where method.md is silent (the authors' code where it tells):
+
+* Validation uses the evaluation prior (exemplar prior: all N exemplars, no LOO, float64), one
+  reparameterised sample per image, beta = 1, on the validation set binarised once.
+* The exemplar cache (kNN index, validation means) is refreshed after each epoch's steps: the same
+  means "the start of the next epoch" would give, and the ones validation needs.
+* Early stopping: an epoch counts against ``patience`` only once beta = 1 (epoch >= warm-up
+  epochs; the counter is held before); training stops after ``patience`` consecutive such epochs
+  without a new best validation loss (the authors' loop needs ``patience + 1``). The best
+  checkpoint is kept from any epoch, warm-up included.
+* A non-finite loss stops the run with ``TrainingDivergedError`` before the step is taken; no
+  checkpoint is written for that epoch, so the last good one stays.
 """
 
 from __future__ import annotations
@@ -30,11 +45,10 @@ from evae.train.optim import make_optimizer
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT, BEST, METRICS, SUMMARY, CONFIG = "checkpoint.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml"
-METRIC_COLUMNS = (
-    "epoch", "beta", "train_loss", "train_rec", "train_kl", "val_loss", "val_rec", "val_kl",
-    "prior_variance", "epoch_seconds", "wall_seconds",
-)
+CHECKPOINT, BEST, SUMMARY, CONFIG = "checkpoint.pt", "best.pt", "summary.json", "config.yaml"
+METRICS, TIMING = "metrics.csv", "timing.csv"
+METRIC_COLUMNS = ("epoch", "beta", "train_loss", "train_rec", "train_kl", "val_loss", "val_rec", "val_kl", "prior_variance")
+TIMING_COLUMNS = ("epoch", "steps_seconds", "eval_seconds", "epoch_seconds", "wall_seconds")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -71,7 +85,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
     out.mkdir(parents=True, exist_ok=True)
     if (out / SUMMARY).exists():
         summary = json.loads((out / SUMMARY).read_text())
-        if summary.get("config_digest") == cfg.digest():
+        finished = summary["stopped"] != "max_epochs" or summary["epochs_trained"] >= cfg.max_epochs
+        if summary.get("trajectory_digest") == cfg.trajectory_digest() and finished:
             log.info("%s: already trained (%s)", out, summary["stopped"])
             return summary
     set_threads(cfg.threads)
@@ -83,13 +98,12 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
     model = build_model(cfg, train_x, data.image_shape).to(device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     shuffle = torch.Generator().manual_seed(cfg.seed + 1)
-    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "wall": 0.0}
+    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "timing": [], "wall": 0.0}
 
     if (out / CHECKPOINT).exists():
         state = _restore(out / CHECKPOINT, cfg, model, optimizer, shuffle)
         log.info("%s: resuming after epoch %d", out, state["epoch"])
-    else:
-        write_text(out / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+    write_text(out / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=True))
 
     model.prior.refresh(model.encode)
     stopped = "max_epochs"
@@ -101,32 +115,37 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
         t0 = time.perf_counter()
         beta = beta_at(epoch, cfg.warmup_epochs)
         train_stats = _train_epoch(model, optimizer, train_x, cfg.batch_size, beta, shuffle, epoch)
+        t1 = time.perf_counter()
         model.eval()
         model.prior.refresh(model.encode)  # new means for validation and for the next epoch's retrieval
         val_stats = evaluate_elbo(model, val_x, cfg.eval_batch_size)
         model.train()
-        seconds = time.perf_counter() - t0
-        state["wall"] += seconds
+        t2 = time.perf_counter()
+        state["wall"] += t2 - t0
         row = {
             "epoch": epoch, "beta": beta, **{f"train_{k}": v for k, v in train_stats.items()},
             **{f"val_{k}": v for k, v in val_stats.items()},
             "prior_variance": model.prior.describe().get("variance", float("nan")),
-            "epoch_seconds": seconds, "wall_seconds": state["wall"],
         }
         state["history"].append(row)
+        state["timing"].append(
+            {"epoch": epoch, "steps_seconds": t1 - t0, "eval_seconds": t2 - t1, "epoch_seconds": t2 - t0,
+             "wall_seconds": state["wall"]}
+        )
         state["epoch"] = epoch
         if row["val_loss"] < state["best_val"]:
             state.update(best_val=row["val_loss"], best_epoch=epoch, bad_epochs=0)
             torch_save({"model": model.state_dict(), "epoch": epoch, "val_loss": row["val_loss"]}, out / BEST)
-        elif epoch > cfg.warmup_epochs:
+        elif epoch >= cfg.warmup_epochs:
             state["bad_epochs"] += 1
         _checkpoint(out / CHECKPOINT, cfg, model, optimizer, shuffle, state)
-        write_text(out / METRICS, _metrics_csv(state["history"]))
+        write_text(out / METRICS, _csv(state["history"], METRIC_COLUMNS))
+        write_text(out / TIMING, _csv(state["timing"], TIMING_COLUMNS))
         epochs.set_postfix(train=f"{row['train_loss']:.2f}", val=f"{row['val_loss']:.2f}", best=state["best_epoch"])
         if not progress:
-            log.info("epoch %d/%d train %.3f val %.3f beta %.2f %.1fs", epoch, cfg.max_epochs, row["train_loss"],
-                     row["val_loss"], beta, seconds)
-        if state["bad_epochs"] >= cfg.patience and epoch > cfg.warmup_epochs:
+            log.info("epoch %d/%d train %.3f val %.3f beta %.2f %.1fs (steps %.1fs)", epoch, cfg.max_epochs,
+                     row["train_loss"], row["val_loss"], beta, t2 - t0, t1 - t0)
+        if state["bad_epochs"] >= cfg.patience:
             stopped = f"early stopping: no validation improvement for {cfg.patience} epochs"
             break
     epochs.close()
@@ -134,6 +153,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
     summary = {
         "config": cfg.to_dict(),
         "config_digest": cfg.digest(),
+        "trajectory_digest": cfg.trajectory_digest(),
         "epochs_trained": state["epoch"],
         "best_epoch": state["best_epoch"],
         "best_val_loss": state["best_val"],
@@ -148,8 +168,9 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
 
 
 def _train_epoch(model, optimizer, train_x, batch_size, beta, shuffle, epoch) -> dict:
+    """One pass over the shuffled training set; mean (over batches) loss, -rec and KL of the beta-ELBO."""
     model.train()
-    totals = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
+    totals = torch.zeros(3, dtype=torch.float64, device=train_x.device)  # loss, -rec, kl; no per-batch sync
     order = torch.randperm(len(train_x), generator=shuffle).to(train_x.device)
     n_batches = 0
     for start in range(0, len(order), batch_size):
@@ -164,41 +185,40 @@ def _train_epoch(model, optimizer, train_x, batch_size, beta, shuffle, epoch) ->
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        totals["loss"] += loss.item()
-        totals["rec"] += -parts["rec"].item()
-        totals["kl"] += parts["kl"].item()
+        totals += torch.stack([loss.detach(), -parts["rec"], parts["kl"]]).double()
         n_batches += 1
-    return {k: v / n_batches for k, v in totals.items()}
+    loss, rec, kl = (totals / n_batches).tolist()
+    return {"loss": loss, "rec": rec, "kl": kl}
 
 
 @torch.no_grad()
 def evaluate_elbo(model: LatentVariableModel, x_binary: torch.Tensor, batch_size: int) -> dict:
     """Negative ELBO (beta = 1), its reconstruction and KL terms, averaged over binary images."""
-    sums = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
+    sums = torch.zeros(2, dtype=torch.float64, device=x_binary.device)  # -rec, kl
     for start in range(0, len(x_binary), batch_size):
         t = model.elbo_terms(x_binary[start : start + batch_size])
-        sums["loss"] += (t["kl"] - t["rec"]).sum().item()
-        sums["rec"] += -t["rec"].sum().item()
-        sums["kl"] += t["kl"].sum().item()
-    return {k: v / len(x_binary) for k, v in sums.items()}
+        sums += torch.stack([-t["rec"].double().sum(), t["kl"].double().sum()])
+    rec, kl = (sums / len(x_binary)).tolist()
+    return {"loss": rec + kl, "rec": rec, "kl": kl}
 
 
-def _metrics_csv(history: list[dict]) -> str:
+def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(rows)
     return buf.getvalue()
 
 
 def _checkpoint(path, cfg, model, optimizer, shuffle, state) -> None:
     torch_save(
         {
-            "config_digest": cfg.digest(),
+            "trajectory_digest": cfg.trajectory_digest(),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "state": {k: v for k, v in state.items() if k != "history"},
+            "state": {k: v for k, v in state.items() if k not in ("history", "timing")},
             "history": [[row[c] for c in METRIC_COLUMNS] for row in state["history"]],
+            "timing": [[row[c] for c in TIMING_COLUMNS] for row in state["timing"]],
             "rng_torch": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "rng_shuffle": shuffle.get_state(),
@@ -209,10 +229,11 @@ def _checkpoint(path, cfg, model, optimizer, shuffle, state) -> None:
 
 def _restore(path, cfg, model, optimizer, shuffle) -> dict:
     ckpt = torch_load(path)
-    if ckpt["config_digest"] != cfg.digest():
+    if ckpt["trajectory_digest"] != cfg.trajectory_digest():
         raise RuntimeError(
-            f"{path} was written by a different config (digest {ckpt['config_digest']}, this one {cfg.digest()}); "
-            "train into another --out directory, or delete the old one to start over"
+            f"{path} was written by a different config (digest {ckpt['trajectory_digest']}, this one "
+            f"{cfg.trajectory_digest()}; only max_epochs, threads, device and eval_batch_size may change between "
+            "resumes): train into another --out directory, or delete the old one to start over"
         )
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -222,6 +243,7 @@ def _restore(path, cfg, model, optimizer, shuffle) -> dict:
     shuffle.set_state(ckpt["rng_shuffle"])
     state = dict(ckpt["state"])
     state["history"] = [dict(zip(METRIC_COLUMNS, row)) for row in ckpt["history"]]
+    state["timing"] = [dict(zip(TIMING_COLUMNS, row)) for row in ckpt["timing"]]
     return state
 
 
