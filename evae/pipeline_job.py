@@ -1,0 +1,39 @@
+"""What every Snakemake script of workflow/scripts does around its one library call.
+
+    with pipeline_job(snakemake):
+        train(...)
+
+Output and logging go to the rule's log file, torch uses the rule's threads, and a failure is
+logged with its traceback before Snakemake marks the job failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def pipeline_job(smk: Any) -> Iterator[None]:
+    from evae.provenance import set_threads
+
+    log_path = smk.log[0] if smk.log else None
+    stream = open(log_path, "w", buffering=1) if log_path else sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    set_threads(smk.threads)
+    try:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
+    except BaseException:
+        logging.getLogger("evae.pipeline").exception("job %s failed", smk.rule)
+        raise
+    finally:
+        root.removeHandler(handler)
+        if log_path:
+            stream.close()

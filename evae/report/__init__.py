@@ -1,0 +1,1 @@
+"""Tables and figures compiled from the pipeline's results."""

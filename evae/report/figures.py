@@ -1,0 +1,228 @@
+"""The paper's figures, drawn from trained runs and evaluation results (matplotlib, PNG).
+
+Every figure's title names the run it was drawn from and, for studies other than the paper
+protocol, says that it comes from a smoke or reduced-budget run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from evae.io import atomic_path  # noqa: E402
+from evae.priors.mixture import isotropic_log_kernel  # noqa: E402
+from evae.study import KIND  # noqa: E402
+from evae.train.trainer import METRICS, load_run  # noqa: E402
+
+
+def _save(fig, out: str | Path) -> None:
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _label(run) -> str:
+    cfg = run.cfg
+    return f"{cfg.dataset} / {cfg.architecture} / {cfg.prior} / seed {cfg.seed}"
+
+
+def _profile_note(profile: str) -> str:
+    return "" if profile == "paper" else f" [{KIND[profile]} run: not comparable with the paper]"
+
+
+def image_grid(images: np.ndarray, ncol: int, pad: int = 1) -> np.ndarray:
+    """Tile images [n, H, W] (or [n, H, W, C]) into one array, row by row, with ``pad`` pixels of white."""
+    n, h, w = images.shape[:3]
+    nrow = math.ceil(n / ncol)
+    grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, *images.shape[3:]), dtype=images.dtype)
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncol)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
+    return grid
+
+
+def _as_images(flat: torch.Tensor, shape) -> np.ndarray:
+    c, h, w = shape
+    x = flat.detach().cpu().reshape(-1, c, h, w).numpy()
+    return x[:, 0] if c == 1 else x.transpose(0, 2, 3, 1)
+
+
+def _show(ax, grid: np.ndarray, title: str) -> None:
+    ax.imshow(grid, cmap="gray_r" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+@torch.no_grad()
+def exemplar_samples(run_dir, out, seed: int = 0, n_exemplars: int = 8, per_exemplar: int = 8, profile="paper"):
+    """Each row: a training exemplar (left, boxed by a gap) and samples of p(x | z ~ N(mu(x_n), s^2 I))."""
+    run = load_run(run_dir)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(run.data.train), generator=g)[:n_exemplars]
+    exemplars = torch.from_numpy(run.data.train[idx.numpy()]).to(run.device)
+    samples = run.model.generate(n_exemplars * per_exemplar, generator=g, index=idx.repeat_interleave(per_exemplar))
+    ex = _as_images(exemplars, run.data.image_shape)
+    sm = _as_images(samples, run.data.image_shape).reshape(n_exemplars, per_exemplar, *ex.shape[1:])
+    blank = np.ones_like(ex[:1])
+    rows = [np.concatenate([ex[i : i + 1], blank, sm[i]]) for i in range(n_exemplars)]
+    fig, ax = plt.subplots(figsize=(0.6 * (per_exemplar + 2), 0.6 * n_exemplars))
+    _show(ax, image_grid(np.concatenate(rows), per_exemplar + 2), f"exemplar | samples ({_label(run)}){_profile_note(profile)}")
+    _save(fig, out)
+
+
+@torch.no_grad()
+def unconditional_samples(run_dirs, out, seed: int = 0, n: int = 64, profile="paper"):
+    """Bernoulli means of ``n`` prior samples from each run, one panel per run."""
+    fig, axes = plt.subplots(1, len(run_dirs), figsize=(4 * len(run_dirs), 4.4), squeeze=False)
+    for ax, run_dir in zip(axes[0], run_dirs):
+        run = load_run(run_dir)
+        samples = run.model.generate(n, generator=torch.Generator().manual_seed(seed))
+        _show(ax, image_grid(_as_images(samples, run.data.image_shape), int(math.sqrt(n))), _label(run))
+    fig.suptitle(f"unconditional samples{_profile_note(profile)}", fontsize=10)
+    _save(fig, out)
+
+
+@torch.no_grad()
+def interpolations(run_dir, out, seed: int = 0, pairs: int = 6, steps: int = 10, profile="paper"):
+    """Decoded straight lines between the encoder means of pairs of test images (ends shown as data)."""
+    run = load_run(run_dir)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(run.data.test), generator=g)[: 2 * pairs].numpy()
+    x = torch.from_numpy(run.data.test[idx]).to(run.device)
+    mu = run.model.encode(x)[0]
+    a, b = mu[:pairs], mu[pairs:]
+    t = torch.linspace(0, 1, steps, device=mu.device)
+    z = a[:, None] + t[None, :, None] * (b - a)[:, None]
+    torch.manual_seed(seed)  # two-level models draw z1 given z2
+    decoded = _as_images(run.model.decode(z.reshape(-1, z.shape[-1])), run.data.image_shape)
+    decoded = decoded.reshape(pairs, steps, *decoded.shape[1:])
+    ends = _as_images(x, run.data.image_shape)
+    rows = [np.concatenate([ends[i : i + 1], decoded[i], ends[pairs + i : pairs + i + 1]]) for i in range(pairs)]
+    fig, ax = plt.subplots(figsize=(0.6 * (steps + 2), 0.6 * pairs))
+    _show(ax, image_grid(np.concatenate(rows), steps + 2), f"interpolation of encoder means ({_label(run)}){_profile_note(profile)}")
+    _save(fig, out)
+
+
+@torch.no_grad()
+def tsne(run_dir, out, points: int = 5000, seed: int = 0, profile="paper"):
+    """t-SNE of the encoder means of test images (top latent for two-level models), coloured by class."""
+    from sklearn.manifold import TSNE
+
+    run = load_run(run_dir)
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(run.data.test), size=min(points, len(run.data.test)), replace=False))
+    x = torch.from_numpy(run.data.test[idx]).to(run.device)
+    mu = torch.cat([run.model.encode(x[i : i + 1000])[0] for i in range(0, len(x), 1000)]).cpu().numpy()
+    emb = TSNE(n_components=2, perplexity=min(30.0, (len(mu) - 1) / 3), init="pca", random_state=seed).fit_transform(mu)
+    labels = run.data.test_labels[idx]
+    fig, ax = plt.subplots(figsize=(6, 6))
+    sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, s=3, cmap="tab10" if labels.max() < 10 else "turbo")
+    if labels.max() < 10:
+        ax.legend(*sc.legend_elements(), fontsize=7, markerscale=0.8, loc="best", title="class")
+    ax.set_title(f"t-SNE of encoder means, {len(mu)} test images ({_label(run)}){_profile_note(profile)}", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _save(fig, out)
+
+
+@torch.no_grad()
+def prior_comparison_data(run_dir, ks, seed: int = 0, images: int = 200) -> pd.DataFrame:
+    """Exact exemplar log-prior (all N components) against its k-nearest-component truncation.
+
+    For one posterior sample of each of ``images`` test images, the truncation keeps the k largest
+    components and the same 1/N normaliser (the retrieval-augmented training bound): the gap
+    log p(z) - log p_k(z) >= 0 is the nats the kNN approximation loses.
+    """
+    run = load_run(run_dir)
+    prior = run.model.prior
+    means, logvar = prior.cached_means.double(), prior.logvar.detach().double()
+    torch.manual_seed(seed)
+    x = torch.from_numpy(run.data.test_binary[:images]).to(run.device)
+    z = run.model.sample_pass(x).z.double()
+    log_kernel = isotropic_log_kernel(z, means, logvar).sort(dim=-1, descending=True).values
+    exact = torch.logsumexp(log_kernel, dim=-1)
+    rows = []
+    for k in sorted(set(min(k, means.shape[0]) for k in ks)):
+        gap = (exact - torch.logsumexp(log_kernel[:, :k], dim=-1)).cpu().numpy()
+        rows.append({"k": k, "gap_mean": gap.mean(), "gap_p90": np.quantile(gap, 0.9), "gap_max": gap.max()})
+    return pd.DataFrame(rows)
+
+
+def prior_comparison(run_dir, out, ks, seed: int = 0, profile="paper"):
+    """How far the kNN (retrieval) approximation of the exemplar prior is from the exact mixture."""
+    df = prior_comparison_data(run_dir, ks, seed)
+    run_label = Path(run_dir).as_posix().split("/runs/")[-1]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for col, style in (("gap_mean", "o-"), ("gap_p90", "s--"), ("gap_max", "^:")):
+        ax.plot(df["k"], df[col].clip(lower=1e-12), style, label=col.replace("gap_", ""))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("k nearest exemplars kept")
+    ax.set_ylabel("log p(z) exact - kNN truncation (nats)")
+    ax.set_title(f"exact vs kNN exemplar prior ({run_label}){_profile_note(profile)}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    _save(fig, out)
+
+
+def training_curves(summary_paths, out, profile="paper"):
+    """Validation -ELBO per epoch, one panel per (dataset, architecture), one line per prior and seed."""
+    runs = []
+    for path in summary_paths:
+        summary = json.loads(Path(path).read_text())
+        cfg = summary["config"]
+        metrics = pd.read_csv(Path(path).parent / METRICS)
+        runs.append(((cfg["dataset"], cfg["architecture"]), cfg["prior"], cfg["seed"], metrics))
+    panels = sorted({r[0] for r in runs})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    colours = {"gaussian": "tab:blue", "vampprior": "tab:orange", "exemplar": "tab:green"}
+    for ax, panel in zip(axes[0], panels):
+        seen = set()
+        for key, prior, seed, m in runs:
+            if key != panel:
+                continue
+            ax.plot(m["epoch"], m["val_loss"], color=colours.get(prior), alpha=0.8,
+                    label=None if prior in seen else prior)
+            seen.add(prior)
+        ax.set_title(f"{panel[0]} / {panel[1]}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation -ELBO (nats)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"training curves{_profile_note(profile)}", fontsize=10)
+    _save(fig, out)
+
+
+def knn_error_vs_k(result_paths, out, profile="paper"):
+    """kNN test error against k for each trained model's latent space, and in pixel space."""
+    results = [json.loads(Path(p).read_text()) for p in result_paths]
+    datasets = sorted({r["config"]["dataset"] for r in results})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        pixel_done = False
+        for r in results:
+            cfg = r["config"]
+            if cfg["dataset"] != dataset:
+                continue
+            ks, err = zip(*sorted((int(k), v) for k, v in r["test_error_percent_by_k"].items()))
+            ax.plot(ks, err, "o-", label=f"{cfg['architecture']}/{cfg['prior']} s{cfg['seed']} (k*={r['chosen_k']})")
+            if not pixel_done and r.get("pixel"):
+                pks, perr = zip(*sorted((int(k), v) for k, v in r["pixel"]["test_error_percent_by_k"].items()))
+                ax.plot(pks, perr, "k--", label="pixel space")
+                pixel_done = True
+        ax.set_title(dataset, fontsize=9)
+        ax.set_xlabel("k")
+        ax.set_ylabel("test error (%)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"kNN classification error on encoder means{_profile_note(profile)}", fontsize=10)
+    _save(fig, out)

@@ -1,0 +1,176 @@
+"""Reported-vs-reproduced tables: one row per (dataset, architecture, prior) of a paper table.
+
+Each reproduced number is the mean over the study's seeds, next to the paper's mean +- std, with
+the difference (reproduced - reported), a status and the provenance that says how it was made.
+Status is "within 2 sigma" when |difference| <= 2 sqrt(std_reported^2 + std_reproduced^2)
+(std over seeds; with one seed, that run's own standard error where it has one), "off" otherwise,
+and "not run" for rows the study did not reproduce. Rows of a smoke or reduced-budget study say so
+in the ``profile`` column, and the Markdown rendering says so in its title and in every row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evae.study import KIND, PAPER_DATASET
+
+COLUMNS = [
+    "dataset", "architecture", "prior", "metric", "reported_mean", "reported_std", "reproduced_mean",
+    "reproduced_std", "n_seeds", "difference", "status", "profile", "data_used", "epochs_trained",
+    "importance_samples", "config_hash", "note",
+]
+KEY = ["dataset", "architecture", "prior"]
+
+
+def load_reported(path: str | Path, table: str) -> pd.DataFrame:
+    """The paper's numbers of one table (the project's copy of reported.csv)."""
+    df = pd.read_csv(path)
+    df = df[df["table"] == table].drop(columns="table")
+    return df.rename(columns={"value": "reported_mean", "std": "reported_std"})
+
+
+def records(kind: str, paths: list[str | Path]) -> pd.DataFrame:
+    """One row per result JSON: the table key, the seed, the value in the paper's metric, provenance."""
+    extract = {"nll": _nll_record, "knn": _knn_record, "augmentation": _augmentation_record}[kind]
+    rows = [extract(json.loads(Path(p).read_text())) for p in paths]
+    return pd.DataFrame(rows, columns=[*KEY, "data_used", "seed", "value", "sem", "epochs", "samples", "config_hash"])
+
+
+def _run_key(result: dict) -> dict:
+    cfg = result["config"]
+    return {
+        "dataset": PAPER_DATASET.get(cfg["dataset"], cfg["dataset"]),
+        "architecture": cfg["architecture"],
+        "prior": cfg["prior"],
+        "data_used": cfg["dataset"],
+        "seed": cfg["seed"],
+        "epochs": result["epochs_trained"],
+        "config_hash": result["config_digest"],
+    }
+
+
+def _nll_record(result: dict) -> dict:
+    # The paper reports the test log-likelihood, i.e. minus the NLL.
+    return {**_run_key(result), "value": -result["nll_mean"], "sem": result["nll_sem"], "samples": result["samples"]}
+
+
+def _knn_record(result: dict) -> dict:
+    return {**_run_key(result), "value": result["test_error_percent"], "sem": math.nan, "samples": None}
+
+
+def _augmentation_record(result: dict) -> dict:
+    return {
+        "dataset": PAPER_DATASET.get(result["dataset"], result["dataset"]),
+        "architecture": f"mlp_2x{result['hidden']}",
+        "prior": "exemplar" if result["augmented"] else "none",
+        "data_used": result["dataset"],
+        "seed": result["seed"],
+        "value": result["test_error_percent"],
+        "sem": math.nan,
+        "epochs": result["epochs"],
+        "samples": None,
+        "config_hash": result.get("config_digest", ""),
+    }
+
+
+def compile_table(kind: str, result_paths: list[str | Path], reported_path: str | Path, profile: str) -> pd.DataFrame:
+    """Every reported row of table ``kind`` plus every reproduced one, matched on (dataset, arch, prior)."""
+    reported = load_reported(reported_path, kind)
+    runs = records(kind, result_paths)
+    reproduced = [_summarise(group) for _, group in runs.groupby(KEY, sort=False)] if len(runs) else []
+    rep = pd.DataFrame(reproduced, columns=[*KEY, "reproduced_mean", "reproduced_std", "n_seeds", "sigma_run",
+                                            "data_used", "epochs_trained", "importance_samples", "config_hash"])
+    if kind == "augmentation":
+        reported = _match_unknown_widths(reported, rep)
+    table = reported.merge(rep, on=KEY, how="outer")
+    table["metric"] = table["metric"].fillna(_METRIC[kind])
+    table["difference"] = table["reproduced_mean"] - table["reported_mean"]
+    table["status"] = [_status(r) for r in table.itertuples()]
+    table["profile"] = np.where(table["n_seeds"].notna(), profile, "")
+    table["note"] = table["note"].fillna("")
+    return table[COLUMNS].reset_index(drop=True)
+
+
+_METRIC = {"nll": "test_log_likelihood_nats", "knn": "knn_test_error_percent", "augmentation": "test_error_percent"}
+
+
+def _summarise(group: pd.DataFrame) -> dict:
+    n = len(group)
+    return {
+        **dict(zip(KEY, group.iloc[0][KEY])),
+        "reproduced_mean": group["value"].mean(),
+        "reproduced_std": group["value"].std(ddof=1) if n > 1 else math.nan,
+        "n_seeds": n,
+        "sigma_run": group["sem"].iloc[0] if n == 1 else math.nan,
+        "data_used": ",".join(sorted(set(group["data_used"]))),
+        "epochs_trained": _span(group["epochs"]),
+        "importance_samples": _span(group["samples"].dropna()) if group["samples"].notna().any() else "",
+        "config_hash": ",".join(sorted(set(group["config_hash"]))),
+    }
+
+
+def _span(values: pd.Series) -> str:
+    lo, hi = int(values.min()), int(values.max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _status(row) -> str:
+    if pd.isna(row.reproduced_mean):
+        return "not run"
+    if pd.isna(row.reported_mean):
+        return "no reported value"
+    spread = row.reproduced_std if not pd.isna(row.reproduced_std) else row.sigma_run
+    sigma = math.sqrt(np.nansum([row.reported_std**2, (spread if not pd.isna(spread) else 0.0) ** 2]))
+    return "within 2 sigma" if abs(row.difference) <= 2 * sigma else "off"
+
+
+def _match_unknown_widths(reported: pd.DataFrame, reproduced: pd.DataFrame) -> pd.DataFrame:
+    """The paper gives Fashion-MNIST's augmentation result without a width ("mlp"): compare every
+    width reproduced for that dataset with it, and say so in the note."""
+    rows = []
+    for row in reported.itertuples(index=False):
+        widths = reproduced[(reproduced["dataset"] == row.dataset) & reproduced["architecture"].str.startswith("mlp_")]
+        if row.architecture == "mlp" and len(widths):
+            for arch in sorted(set(widths["architecture"])):
+                rows.append({**row._asdict(), "architecture": arch, "note": f"{row.note}; compared with width {arch}"})
+        else:
+            rows.append(row._asdict())
+    return pd.DataFrame(rows, columns=reported.columns)
+
+
+def to_markdown(table: pd.DataFrame, kind: str, profile: str) -> str:
+    """A Markdown rendering; rows not made with the paper's protocol are marked in the title and each row."""
+    title = f"# {kind} table: reported vs reproduced ({KIND[profile]})"
+    lines = [title, ""]
+    if profile != "paper":
+        lines += [
+            f"**{KIND[profile]} run: the reproduced numbers come from a {profile} study (see `profile`, "
+            "`data_used`, `epochs_trained`) and are not comparable with the paper's.**",
+            "",
+        ]
+    shown = table.copy()
+    shown["reported"] = [_pm(m, s) for m, s in zip(shown["reported_mean"], shown["reported_std"])]
+    shown["reproduced"] = [_pm(m, s) for m, s in zip(shown["reproduced_mean"], shown["reproduced_std"])]
+    shown["difference"] = [("" if pd.isna(d) else f"{d:+.2f}") for d in shown["difference"]]
+    shown["n_seeds"] = [("" if pd.isna(n) else str(int(n))) for n in shown["n_seeds"]]
+    shown["profile"] = [KIND.get(p, "") for p in shown["profile"]]
+    cols = ["dataset", "architecture", "prior", "reported", "reproduced", "n_seeds", "difference", "status",
+            "profile", "data_used", "epochs_trained", "importance_samples", "config_hash", "note"]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for row in shown[cols].itertuples(index=False):
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+    lines += ["", f"Metric: {table['metric'].iloc[0] if len(table) else ''}. Difference = reproduced - reported. "
+              "Status: within 2 sigma when |difference| <= 2 sqrt(std_reported^2 + std_reproduced^2)."]
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean, std) -> str:
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} +- {std:.2f}"

@@ -1,0 +1,159 @@
+"""The study a pipeline config describes: which runs to train and evaluate, and where results land.
+
+The Snakefile asks this module for its targets and for each run's training config, so the plan is
+plain Python that tests can check without Snakemake. Paths are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from evae.config import ConfigError, TrainConfig
+
+RESULTS = "results"
+# Stand-in datasets are compared with the paper's column they stand in for (and labelled as such).
+PAPER_DATASET = {"mnist_subset": "mnist", "omniglot_raw28": "omniglot"}
+KIND = {"paper": "paper protocol", "reduced": "REDUCED BUDGET", "smoke": "SMOKE"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the study."""
+
+    dataset: str
+    architecture: str
+    prior: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.architecture}/{self.prior}/seed{self.seed}"
+
+
+class Study:
+    """A validated pipeline config (the dict Snakemake loads from config/*.yaml)."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.profile: str = config["profile"]
+        models = config["models"]
+        self.runs = [
+            Run(d, a, p, s)
+            for d in models["datasets"]
+            for a in models["architectures"]
+            for p in models["priors"]
+            for s in config["seeds"]
+        ]
+        self._configs = {run.key: self._build_train_config(run) for run in self.runs}
+        self._check_references()
+
+    # -- training --------------------------------------------------------------------------------
+
+    def _build_train_config(self, run: Run) -> TrainConfig:
+        values = {
+            **self.config["train"],
+            **self.config["train_by_architecture"].get(run.architecture, {}),
+            "dataset": run.dataset,
+            "architecture": run.architecture,
+            "prior": run.prior,
+            "seed": run.seed,
+        }
+        try:
+            return TrainConfig.from_dict(values)
+        except ConfigError as err:
+            raise ConfigError(f"config for run {run.key}: {err}") from None
+
+    def train_config(self, dataset: str, architecture: str, prior: str, seed: int | str) -> TrainConfig:
+        key = Run(dataset, architecture, prior, int(seed)).key
+        if key not in self._configs:
+            raise ConfigError(f"run {key} is not part of the {self.profile!r} study (check config: models, seeds)")
+        return self._configs[key]
+
+    def run_dir(self, run: Run) -> str:
+        return f"{RESULTS}/runs/{self.profile}/{run.key}"
+
+    def train_runtime_minutes(self, cfg: TrainConfig) -> int:
+        """A generous wall-time estimate for a scheduler (CPU, 1 thread; a GPU is far faster)."""
+        images = {"mnist_subset": 3_000, "omniglot": 23_000, "omniglot_raw28": 23_000}.get(cfg.dataset, 50_000)
+        images = min(images, cfg.max_train_images or images)
+        per_image_ms = {"vae": 0.3, "hvae": 0.6, "convhvae": 10.0}[cfg.architecture]
+        if cfg.prior == "exemplar":
+            per_image_ms *= 3 if cfg.exemplar_mode == "knn" else max(1.0, 2 * cfg.exemplar_subset * images / 100)
+        epoch_minutes = images * per_image_ms / 60_000 + 0.2
+        return max(10, math.ceil(2 * cfg.max_epochs * epoch_minutes))
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def eval_path(self, run: Run, what: str) -> str:
+        return f"{RESULTS}/eval/{self.profile}/{run.key}/{what}.json"
+
+    def nll_targets(self) -> list[str]:
+        return [self.eval_path(run, "nll") for run in self.runs]
+
+    def knn_targets(self) -> list[str]:
+        knn = self.config["knn"]
+        return [
+            self.eval_path(run, "knn")
+            for run in self.runs
+            if run.dataset in knn["datasets"] and run.architecture in knn["architectures"]
+        ]
+
+    def augmentation_path(self, dataset: str, hidden: int, augment: str, seed: int) -> str:
+        return f"{RESULTS}/eval/{self.profile}/augmentation/{dataset}/mlp{hidden}-{augment}/seed{seed}.json"
+
+    def augmentation_targets(self) -> list[str]:
+        aug = self.config["augmentation"]
+        return [
+            self.augmentation_path(d, h, augment, s)
+            for d in aug["datasets"]
+            for h in aug["hidden"]
+            for augment in ("none", "exemplar")
+            for s in aug["seeds"]
+        ]
+
+    def exemplar_model(self, dataset: str) -> Run:
+        """The trained exemplar model whose samples augment ``dataset``'s classifier."""
+        m = self.config["augmentation"]["exemplar_model"]
+        return Run(dataset, m["architecture"], "exemplar", m["seed"])
+
+    def figure_model(self, dataset: str, prior: str = "exemplar") -> Run:
+        f = self.config["figures"]
+        return Run(dataset, f["architecture"], prior, f["seed"])
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    TABLES = ("nll", "knn", "augmentation")
+    PER_DATASET_FIGURES = ("exemplar_samples", "unconditional_samples", "interpolations", "tsne", "prior_comparison")
+    STUDY_FIGURES = ("training_curves", "knn_error_vs_k")
+
+    def table_targets(self) -> list[str]:
+        return [f"{RESULTS}/tables/{t}.{ext}" for t in self.TABLES for ext in ("csv", "md")]
+
+    def figure_targets(self) -> list[str]:
+        per_dataset = [
+            f"{RESULTS}/figures/{name}_{d}.png" for d in self.config["figures"]["datasets"] for name in self.PER_DATASET_FIGURES
+        ]
+        return per_dataset + [f"{RESULTS}/figures/{name}.png" for name in self.STUDY_FIGURES]
+
+    def all_targets(self) -> list[str]:
+        return self.table_targets() + self.figure_targets()
+
+    # -- consistency -----------------------------------------------------------------------------
+
+    def _check_references(self) -> None:
+        """Every evaluation must point at models the study trains."""
+        trained = {run.key for run in self.runs}
+        needed = [(f"augmentation of {d}", self.exemplar_model(d)) for d in self.config["augmentation"]["datasets"]]
+        needed += [(f"figures of {d}", self.figure_model(d)) for d in self.config["figures"]["datasets"]]
+        for what, run in needed:
+            if run.key not in trained:
+                raise ConfigError(
+                    f"{what} needs the trained model {run.key}, which the study does not train: add it to "
+                    "models (datasets, architectures, priors) and seeds, or change the section's model"
+                )
+        for key in ("datasets", "architectures"):
+            extra = set(self.config["knn"][key]) - set(self.config["models"][key])
+            if extra:
+                raise ConfigError(f"knn.{key} lists {sorted(extra)}, which models.{key} does not train")

@@ -1,0 +1,48 @@
+EVAL = f"results/eval/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}"
+NLL = config["nll"]
+
+
+rule nll:
+    """Importance-weighted test NLL of one trained model."""
+    input:
+        run=rules.train.output.summary,
+    output:
+        f"{EVAL}/nll.json",
+    params:
+        samples=NLL["samples"],
+        exemplar_bound=NLL["exemplar_bound"],
+        max_images=NLL["max_images"],
+    log:
+        f"logs/nll/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.log",
+    benchmark:
+        f"results/benchmarks/nll/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=lambda wildcards: max(10, (NLL["max_images"] or 10_000) * NLL["samples"] // 30_000),
+    conda:
+        ENV
+    script:
+        "../scripts/nll.py"
+
+
+rule knn:
+    """kNN classification error on encoder means (and in pixel space) for k in config knn.ks."""
+    input:
+        run=rules.train.output.summary,
+    output:
+        f"{EVAL}/knn.json",
+    params:
+        ks=config["knn"]["ks"],
+    log:
+        f"logs/knn/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.log",
+    benchmark:
+        f"results/benchmarks/knn/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/knn.py"

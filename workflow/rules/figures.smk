@@ -1,0 +1,99 @@
+FIG = config["figures"]
+
+
+rule model_figure:
+    """A figure drawn from the study's exemplar model of one dataset."""
+    input:
+        run=figure_run,
+    output:
+        report(
+            "results/figures/{figure}_{dataset}.png",
+            caption="../report/{figure}.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+    params:
+        tsne_points=FIG["tsne_points"],
+        ks=FIG["prior_comparison_ks"],
+        seed=FIG["seed"],
+        profile=PROFILE,
+    wildcard_constraints:
+        figure="exemplar_samples|interpolations|tsne|prior_comparison",
+    log:
+        "logs/figures/{figure}_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/{figure}_{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/model_figure.py"
+
+
+rule unconditional_samples:
+    """Unconditional samples of every prior the study trains, side by side."""
+    input:
+        runs=lambda wildcards: [figure_run(wildcards, prior) for prior in config["models"]["priors"]],
+    output:
+        report(
+            "results/figures/unconditional_samples_{dataset}.png",
+            caption="../report/unconditional_samples.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+    params:
+        seed=FIG["seed"],
+        profile=PROFILE,
+    log:
+        "logs/figures/unconditional_samples_{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/unconditional_samples.py"
+
+
+rule training_curves:
+    """Validation negative ELBO against epoch for every run of the study."""
+    input:
+        runs=[f"{STUDY.run_dir(run)}/summary.json" for run in STUDY.runs],
+    output:
+        report("results/figures/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
+    params:
+        profile=PROFILE,
+    log:
+        "logs/figures/training_curves.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/training_curves.py"
+
+
+rule knn_error_vs_k:
+    """kNN test error against k, in latent space for each prior and in pixel space."""
+    input:
+        results=STUDY.knn_targets(),
+    output:
+        report("results/figures/knn_error_vs_k.png", caption="../report/knn_error_vs_k.rst", category="Figures"),
+    params:
+        profile=PROFILE,
+    log:
+        "logs/figures/knn_error_vs_k.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/knn_error_vs_k.py"

@@ -1,0 +1,9 @@
+"""Rule prepare_data: verify (or fetch) one dataset and record what was found."""
+
+from evae.data import load_dataset
+from evae.io import write_json
+from evae.pipeline_job import pipeline_job
+
+with pipeline_job(snakemake):  # noqa: F821 (injected by Snakemake)
+    data = load_dataset(snakemake.wildcards.dataset)  # noqa: F821
+    write_json(snakemake.output[0], {"name": data.name, "sizes": data.sizes(), **data.provenance})  # noqa: F821
