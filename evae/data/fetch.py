@@ -70,7 +70,8 @@ def verify(path: Path, spec: FileSpec) -> str | None:
     try:
         digest, size = content_digest(path, spec)
     except (OSError, EOFError, zlib.error) as err:  # zlib.error: a corrupt deflate stream
-        return f"unreadable ({type(err).__name__}: {err})"
+        kind, module = type(err).__name__, type(err).__module__
+        return f"unreadable ({kind if module == 'builtins' else f'{module}.{kind}'}: {err})"
     if spec.size is not None and size != spec.size:
         return f"wrong size: expected {spec.size} bytes of content, found {size} (truncated or wrong file)"
     if digest != spec.digest:
