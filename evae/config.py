@@ -45,6 +45,7 @@ class TrainConfig:
     split_seed: int = 0
     binarize_seed: int = 777
     max_train_images: int | None = None  # keep only the first n training images (reduced budgets)
+    max_val_images: int | None = None  # validate on the first n validation images only (smoke runs)
     threads: int = 1
     device: str = "auto"
     eval_batch_size: int = 1000
@@ -75,6 +76,8 @@ class TrainConfig:
             raise ConfigError(f"exemplar_subset: must be a fraction in (0, 1], got {self.exemplar_subset}")
         if self.max_train_images is not None and self.max_train_images < 2:
             raise ConfigError(f"max_train_images: must be >= 2 or null, got {self.max_train_images}")
+        if self.max_val_images is not None and self.max_val_images < 1:
+            raise ConfigError(f"max_val_images: must be >= 1 or null, got {self.max_val_images}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

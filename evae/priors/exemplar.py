@@ -94,12 +94,16 @@ class ExemplarPrior(Prior):
             return self._log_prob_exact(z, encoder, index)
         return self._log_prob_knn(z, encoder, index)
 
-    def _log_prob_exact(self, z, encoder, index):
-        n = self.num_exemplars
+    def draw_components(self) -> torch.Tensor:
+        """The exemplars one training minibatch uses in exact mode: all N, or ``subset`` drawn uniformly with
+        replacement (one draw per minibatch, shared by its points, as the authors do)."""
+        n, device = self.num_exemplars, self.exemplars.device
         if self.subset is None:
-            comp = torch.arange(n, device=z.device)
-        else:
-            comp = torch.randint(n, (self.subset,), device=z.device)
+            return torch.arange(n, device=device)
+        return torch.randint(n, (self.subset,), device=device)
+
+    def _log_prob_exact(self, z, encoder, index):
+        comp = self.draw_components()
         means = encoder(self.exemplars[comp])[0]
         mask = None if index is None else comp.unsqueeze(0) == index.unsqueeze(1)
         return uniform_mixture(isotropic_log_kernel(z, means, self.logvar), mask)

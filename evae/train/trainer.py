@@ -67,10 +67,17 @@ class Run:
 
 def load_data(cfg: TrainConfig) -> ImageDataset:
     data = load_dataset(cfg.dataset, split_seed=cfg.split_seed, binarize_seed=cfg.binarize_seed)
+    reduced = []
     if cfg.max_train_images is not None and cfg.max_train_images < len(data.train):
         n = cfg.max_train_images
         data = dataclasses.replace(data, train=data.train[:n], train_labels=data.train_labels[:n])
-        data.provenance["reduced"] = f"only the first {n} training images"
+        reduced.append(f"only the first {n} training images")
+    if cfg.max_val_images is not None and cfg.max_val_images < len(data.val):
+        n = cfg.max_val_images
+        data = dataclasses.replace(data, val=data.val[:n], val_labels=data.val_labels[:n])
+        reduced.append(f"only the first {n} validation images")
+    if reduced:
+        data.provenance["reduced"] = "; ".join(reduced)
     return data
 
 

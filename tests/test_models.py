@@ -1,0 +1,179 @@
+"""Architectures (method.md section 3), the ELBO of every architecture x prior, and known answers for the VAE."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import distributions as D
+
+from evae.config import TrainConfig
+from evae.models import ARCHITECTURES, build_model
+from evae.models.base import bernoulli_means
+
+PRIORS = [("gaussian", "exact"), ("vampprior", "exact"), ("exemplar", "exact"), ("exemplar", "knn")]
+
+
+# --- parameter counts written out from method.md section 3 -----------------------------------------
+
+
+def lin(i, o):
+    return i * o + o
+
+
+def gated(i, o):
+    return 2 * lin(i, o)
+
+
+def conv(ci, co, k):
+    return ci * co * k * k + co
+
+
+def gconv(ci, co, k):
+    return 2 * conv(ci, co, k)
+
+
+def head(i, o=40):
+    return 2 * lin(i, o)  # mean and log-variance
+
+
+P_Z1 = gated(40, 300) + gated(300, 300) + head(300)
+EXPECTED = {
+    "vae": gated(784, 300) + gated(300, 300) + head(300) + gated(40, 300) + gated(300, 300) + lin(300, 784),
+    "hvae": (
+        gated(784, 300) + gated(300, 300) + head(300)  # q(z2|x)
+        + gated(784, 300) + gated(40, 300) + gated(600, 300) + head(300)  # q(z1|x,z2)
+        + P_Z1
+        + gated(40, 300) + gated(40, 300) + gated(600, 300) + lin(300, 784)  # p(x|z1,z2)
+    ),
+    "convhvae": (
+        gconv(1, 32, 7) + gconv(32, 32, 3) + gconv(32, 64, 5) + gconv(64, 64, 3) + gconv(64, 6, 3) + head(294)
+        + gconv(1, 32, 3) + gconv(32, 32, 3) + gconv(32, 64, 3) + gconv(64, 64, 3) + gconv(64, 6, 3)
+        + gated(40, 294) + gated(588, 300) + head(300)
+        + P_Z1
+        + gated(40, 300) + gated(40, 300) + gated(600, 784)
+        + gconv(1, 64, 3) + 3 * gconv(64, 64, 3) + conv(64, 1, 1)
+    ),
+}
+
+
+def make(arch, prior="gaussian", mode="exact", n_exemplars=20, seed=0, **cfg):
+    torch.manual_seed(seed)
+    config = TrainConfig(architecture=arch, prior=prior, exemplar_mode=mode, pseudo_inputs=10, **cfg)
+    return build_model(config, torch.rand(n_exemplars, 784))
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_parameter_count_matches_method(arch):
+    model = make(arch)
+    count = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("prior."))
+    assert count == EXPECTED[arch]
+
+
+def test_prior_parameters():
+    assert sum(p.numel() for p in make("vae", "gaussian").prior.parameters()) == 0
+    assert sum(p.numel() for p in make("vae", "exemplar").prior.parameters()) == 1  # the shared log s^2
+    assert sum(p.numel() for p in make("vae", "vampprior").prior.parameters()) == 10 * 784
+
+
+def test_convhvae_feature_maps():
+    model = make("convhvae")
+    img = torch.rand(3, 1, 28, 28)
+    assert model.q_z2_net(img).shape == (3, 294)  # 6 x 7 x 7
+    assert model.q_z1_x(img).shape == (3, 294)
+    h = torch.randn(3, 600)
+    decoder = list(model.decoder_out)
+    assert decoder[0](h).shape == (3, 784)
+    assert torch.nn.Sequential(*decoder[:2])(h).shape == (3, 1, 28, 28)
+    assert torch.nn.Sequential(*decoder[:-2])(h).shape == (3, 64, 28, 28)
+    assert model.decoder_out(h).shape == (3, 784)
+
+
+# --- the ELBO of every architecture x prior ------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize(("prior", "mode"), PRIORS)
+def test_elbo_finite_and_differentiable(arch, prior, mode):
+    model = make(arch, prior, mode, exemplar_subset=0.5, exemplar_k=3)
+    model.prior.refresh(model.encode)
+    x = torch.bernoulli(torch.rand(4, 784))
+    loss, parts = model.loss(x, index=torch.tensor([0, 5, 7, 19]), beta=0.3)
+    assert torch.isfinite(loss) and torch.isfinite(parts["rec"]) and torch.isfinite(parts["kl"])
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.eval()
+    with torch.no_grad():
+        model.prior.refresh(model.encode)
+        terms = model.elbo_terms(x)
+        assert torch.isfinite(terms["rec"]).all() and torch.isfinite(terms["kl"]).all()
+        means = model.generate(3, generator=torch.Generator().manual_seed(0))
+        assert means.shape == (3, 784) and means.min() >= 1e-5 and means.max() <= 1 - 1e-5
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_decoder_means_clamped(arch):
+    model = make(arch)
+    last = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
+    with torch.no_grad():
+        last.bias.fill_(1e4)
+        p_hi = model.decode(torch.randn(2, 40))
+        last.bias.fill_(-1e4)
+        p_lo = model.decode(torch.randn(2, 40))
+    assert torch.all(p_hi == torch.tensor(1 - 1e-5)) and torch.all(p_lo == torch.tensor(1e-5))
+
+
+# --- known answers for the one-level and two-level sample passes -----------------------------------
+
+
+def test_vae_sample_pass_matches_torch_distributions():
+    model = make("vae")
+    x = torch.bernoulli(torch.rand(5, 784))
+    torch.manual_seed(11)
+    s = model.sample_pass(x)
+    torch.manual_seed(11)
+    mean, logvar = model.encode(x)
+    q = D.Independent(D.Normal(mean, torch.exp(0.5 * logvar)), 1)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    torch.testing.assert_close(s.z, z)
+    torch.testing.assert_close(s.log_q, q.log_prob(z))
+    probs = torch.sigmoid(model.decoder(z)).clamp(1e-5, 1 - 1e-5)
+    torch.testing.assert_close(s.log_px, D.Bernoulli(probs=probs).log_prob(x).sum(-1))
+    assert torch.all(s.log_p_inner == 0)
+    log_prior = D.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    torch.testing.assert_close(s.log_weight(log_prior), s.log_px + log_prior - s.log_q)
+
+
+def test_hvae_sample_pass_matches_torch_distributions():
+    model = make("hvae")
+    x = torch.bernoulli(torch.rand(5, 784))
+    torch.manual_seed(12)
+    s = model.sample_pass(x)
+    torch.manual_seed(12)
+    m2, lv2 = model.encode(x)
+    z2 = m2 + torch.exp(0.5 * lv2) * torch.randn_like(m2)
+    m1, lv1 = model._q_z1(x, z2)
+    z1 = m1 + torch.exp(0.5 * lv1) * torch.randn_like(m1)
+    pm1, plv1 = model._p_z1(z2)
+    normal = lambda m, lv: D.Independent(D.Normal(m, torch.exp(0.5 * lv)), 1)  # noqa: E731
+    torch.testing.assert_close(s.z, z2)
+    torch.testing.assert_close(s.log_q, normal(m2, lv2).log_prob(z2) + normal(m1, lv1).log_prob(z1))
+    torch.testing.assert_close(s.log_p_inner, normal(pm1, plv1).log_prob(z1))
+    h = torch.cat([model.p_x_z1(z1), model.p_x_z2(z2)], -1)
+    probs = torch.sigmoid(model.decoder_out(h)).clamp(1e-5, 1 - 1e-5)
+    torch.testing.assert_close(s.log_px, D.Bernoulli(probs=probs).log_prob(x).sum(-1))
+
+
+def test_single_sample_kl_averages_to_closed_form_for_vae_gaussian():
+    model = make("vae").eval()
+    x = torch.bernoulli(torch.rand(1, 784)).expand(20000, 784)
+    torch.manual_seed(13)
+    with torch.no_grad():
+        kl = model.elbo_terms(x)["kl"].double()
+        mean, logvar = (t[0].double() for t in model.encode(x[:1]))
+    closed = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum().item()
+    se = kl.std().item() / math.sqrt(len(kl))
+    assert abs(kl.mean().item() - closed) < 4 * se
+    assert se < 0.05 * closed  # the check is tight enough to mean something

@@ -1,0 +1,289 @@
+"""Known answers for the priors: exemplar mixture (evaluation, exact+LOO, kNN), VampPrior, Gaussian, sampling.
+
+References are float64 scipy / torch.distributions computations written out independently of the
+implementation (no shared helpers).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.special import logsumexp
+from torch import distributions as D
+from torch import nn
+
+from baselines.gaussian import GaussianPrior
+from baselines.vampprior import VampPrior
+from evae.priors.exemplar import ExemplarPrior
+from evae.priors.mixture import uniform_mixture
+
+LATENT = 4
+
+
+def linear_encoder(d_in: int, d_out: int = LATENT, seed: int = 0, logvar: float = 0.0):
+    """A small encoder with parameters (so re-encoding with gradients is observable): mean = W x + b."""
+    torch.manual_seed(seed)
+    lin = nn.Linear(d_in, d_out)
+    return lin, lambda x: (lin(x), torch.full((x.shape[0], d_out), logvar))
+
+
+def reference_log_mixture(z, means, variance, drop=None):
+    """log (1/M') sum_m N(z_b; means_m, variance I) per row, float64 scipy; ``drop[b]`` removes those columns."""
+    z, means = np.asarray(z, dtype=np.float64), np.asarray(means, dtype=np.float64)
+    out = []
+    for b in range(len(z)):
+        keep = np.ones(len(means), dtype=bool) if drop is None else drop[b]
+        logpdf = [stats.multivariate_normal.logpdf(z[b], mean=m, cov=variance * np.eye(z.shape[1])) for m in means[keep]]
+        out.append(logsumexp(logpdf) - math.log(keep.sum()))
+    return np.array(out)
+
+
+def exemplar_prior(n=12, d_in=6, mode="exact", subset=None, k=10, logvar=math.log(0.5), seed=0):
+    torch.manual_seed(seed)
+    prior = ExemplarPrior(torch.rand(n, d_in), mode=mode, subset=subset, k=k)
+    with torch.no_grad():
+        prior.logvar.fill_(logvar)
+    return prior
+
+
+# --- evaluation mode: all N, no LOO, float64 ------------------------------------------------------
+
+
+def test_evaluation_mode_equals_scipy_mixture_over_all_exemplars():
+    prior = exemplar_prior(n=30).eval()
+    lin, encode = linear_encoder(6)
+    prior.refresh(encode)
+    means = lin(prior.exemplars).detach()
+    torch.manual_seed(1)
+    z = (means[:5] + torch.randn(5, LATENT)).double()
+    got = prior.log_prob(z, encode).detach()
+    assert got.dtype == torch.float64
+    ref = reference_log_mixture(z, means, variance=math.exp(prior.logvar.item()))  # float32 log(0.5), exactly
+    np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-9)
+    # chunked streaming gives the same as one block
+    from evae.priors.mixture import streaming_isotropic_mixture
+
+    np.testing.assert_allclose(
+        streaming_isotropic_mixture(z, prior.cached_means, prior.logvar.detach(), chunk=7).numpy(), ref, rtol=0, atol=1e-9
+    )
+
+
+def test_evaluation_mode_survives_where_float32_naive_sum_underflows():
+    """Far-away z and tiny variance: every kernel is ~exp(-1e7); a float32 mean of exps is 0, log is -inf."""
+    prior = exemplar_prior(n=20, logvar=-9.0).eval()
+    _, encode = linear_encoder(6)
+    prior.refresh(encode)
+    means = prior.cached_means.double()
+    z = (means[:3] + 50.0).double()
+    log_kernel32 = torch.distributions.Normal(means.float(), math.exp(-4.5)).log_prob(z.float().unsqueeze(1)).sum(-1)
+    assert torch.isinf(torch.log(torch.exp(log_kernel32).mean(-1))).all()  # the naive way fails here
+    got = prior.log_prob(z, encode).detach()
+    ref = reference_log_mixture(z, means, variance=math.exp(prior.logvar.item()))
+    assert np.all(ref < -1e6)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12)
+    # the float32 input path returns float32 of the same float64 value
+    np.testing.assert_allclose(prior.log_prob(z.float(), encode).detach().numpy(), ref, rtol=1e-6)
+
+
+def test_empty_cache_is_a_clear_error():
+    prior = exemplar_prior().eval()
+    _, encode = linear_encoder(6)
+    with pytest.raises(RuntimeError, match="refresh"):
+        prior.log_prob(torch.zeros(1, LATENT), encode)
+
+
+# --- exact training mode with leave-one-out --------------------------------------------------------
+
+
+def test_exact_mode_all_exemplars_leaves_exactly_own_component_out():
+    n, variance = 15, 0.01
+    prior = exemplar_prior(n=n, subset=None, logvar=math.log(variance)).train()
+    lin, encode = linear_encoder(6)
+    means = lin(prior.exemplars).detach()
+    index = torch.tensor([0, 7, 14, 3])
+    torch.manual_seed(2)
+    z = means[index] + 0.05 * torch.randn(4, LATENT)  # near its own exemplar: the LOO term matters
+    got = prior.log_prob(z, encode, index=index)
+    drop = np.ones((4, n), dtype=bool)
+    drop[np.arange(4), index.numpy()] = False
+    ref = reference_log_mixture(z.detach(), means, variance, drop=drop)
+    np.testing.assert_allclose(got.detach().numpy(), ref, rtol=1e-5, atol=1e-4)
+    # and it differs from the full mixture (so the mask was really applied), normaliser 1/(N-1)
+    full = reference_log_mixture(z.detach(), means, variance)
+    assert np.all(full - ref > 0.1)
+    # gradients flow into the encoder that built the components, and into s^2
+    got.sum().backward()
+    assert lin.weight.grad.abs().sum() > 0 and prior.logvar.grad.abs() > 0
+
+
+def test_exact_mode_subset_with_replacement_masks_every_copy_and_counts_kept():
+    n = 6
+    prior = exemplar_prior(n=n, subset=6).train()
+    lin, encode = linear_encoder(6)
+    means = lin(prior.exemplars).detach()
+    comp = torch.tensor([2, 0, 2, 5, 1, 4])  # exemplar 2 drawn twice, 3 not drawn
+    prior.draw_components = lambda: comp
+    index = torch.tensor([2, 3, 5])
+    torch.manual_seed(3)
+    z = means[index] + 0.3 * torch.randn(3, LATENT)
+    got = prior.log_prob(z, encode, index=index).detach().numpy()
+    comp_means = means[comp]
+    keep = (comp.unsqueeze(0) != index.unsqueeze(1)).numpy()
+    assert keep.sum(1).tolist() == [4, 6, 5]  # both copies of 2 masked; nothing masked for 3
+    ref = reference_log_mixture(z.detach(), comp_means, 0.5, drop=keep)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+    # explicit: row 0 is log of the mean over the 4 kept components
+    kern = [stats.multivariate_normal.logpdf(z[0].detach().numpy(), means[c].numpy(), 0.5 * np.eye(LATENT)) for c in (0, 5, 1, 4)]
+    assert got[0] == pytest.approx(logsumexp(kern) - math.log(4), abs=1e-4)
+
+
+def test_exact_mode_subset_draws_are_uniform_with_replacement():
+    n, m = 20, 1000
+    prior = exemplar_prior(n=n, subset=m)
+    torch.manual_seed(4)
+    draws = torch.cat([prior.draw_components() for _ in range(50)])
+    assert draws.shape == (50 * m,)
+    counts = np.bincount(draws.numpy(), minlength=n)
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_subset_fraction_from_config():
+    class Cfg:
+        exemplar_subset, exemplar_mode, exemplar_k = 0.5, "exact", 10
+
+    assert ExemplarPrior.from_config(Cfg, torch.rand(50, 3)).subset == 25
+    Cfg.exemplar_subset = 1.0
+    assert ExemplarPrior.from_config(Cfg, torch.rand(50, 3)).subset is None
+
+
+def test_all_components_masked_is_an_error():
+    with pytest.raises(ValueError, match="masked"):
+        uniform_mixture(torch.zeros(2, 1), torch.tensor([[True], [False]]))
+
+
+# --- kNN (retrieval-augmented) mode -----------------------------------------------------------------
+
+
+def _knn_and_exact(k):
+    n = 40
+    exact = exemplar_prior(n=n, subset=None, seed=5).train()
+    knn = exemplar_prior(n=n, mode="knn", k=k, seed=5).train()
+    lin, encode = linear_encoder(6)
+    knn.refresh(encode)
+    means = lin(knn.exemplars).detach()
+    index = torch.tensor([1, 9, 22, 39, 17])
+    torch.manual_seed(6)
+    z = means[index] + 0.5 * torch.randn(5, LATENT)
+    return knn.log_prob(z, encode, index=index), exact.log_prob(z, encode, index=index), knn, z, encode
+
+
+def test_knn_mode_equals_exact_loo_when_k_covers_every_exemplar():
+    got, ref, knn, z, encode = _knn_and_exact(k=40)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
+    # without LOO (no index) it is the full mixture, normaliser 1/N
+    knn_full = knn.log_prob(z, encode)
+    ref_full = reference_log_mixture(z.detach(), knn.cached_means, 0.5)
+    np.testing.assert_allclose(knn_full.detach().numpy(), ref_full, rtol=1e-5, atol=1e-4)
+
+
+def test_knn_mode_is_a_lower_bound_for_small_k():
+    got, ref, *_ = _knn_and_exact(k=2)
+    assert torch.all(got <= ref + 1e-5)
+    assert torch.any(got < ref - 1e-3)
+
+
+def test_knn_mode_reencodes_neighbours_with_gradients():
+    n = 40
+    knn = exemplar_prior(n=n, mode="knn", k=3).train()
+    lin, encode = linear_encoder(6)
+    knn.refresh(encode)
+    z = lin(knn.exemplars[:4]).detach()
+    knn.log_prob(z, encode, index=torch.arange(4)).sum().backward()
+    assert lin.weight.grad.abs().sum() > 0 and knn.logvar.grad.abs() > 0
+
+
+# --- VampPrior and Gaussian ---------------------------------------------------------------------------
+
+
+def test_vampprior_equals_torch_mixture_of_pseudo_input_posteriors():
+    torch.manual_seed(7)
+    prior = VampPrior(input_dim=12, num_pseudo=9)
+    mean_net, logvar_net = nn.Linear(12, LATENT), nn.Linear(12, LATENT)
+
+    def encode(x):
+        return mean_net(x), logvar_net(x).clamp(-6, 2)
+
+    z = torch.randn(5, LATENT)
+    got = prior.log_prob(z, encode)
+    means, logvars = encode(prior.pseudo_inputs)
+    mixture = D.MixtureSameFamily(
+        D.Categorical(logits=torch.zeros(9)), D.Independent(D.Normal(means, torch.exp(0.5 * logvars)), 1)
+    )
+    torch.testing.assert_close(got, mixture.log_prob(z))
+    got.sum().backward()
+    assert prior.pseudo_raw.grad.abs().sum() > 0  # pseudo-inputs are learned
+
+
+def test_vampprior_pseudo_inputs_init_and_range():
+    torch.manual_seed(8)
+    prior = VampPrior(input_dim=784, num_pseudo=500)
+    raw = prior.pseudo_raw.detach()
+    assert raw.mean().item() == pytest.approx(0.05, abs=1e-3) and raw.std().item() == pytest.approx(0.01, rel=0.02)
+    with torch.no_grad():
+        prior.pseudo_raw[0, :3] = torch.tensor([-1.0, 0.5, 2.0])
+    assert prior.pseudo_inputs[0, :3].tolist() == [0.0, 0.5, 1.0]
+
+
+def test_gaussian_prior_equals_standard_normal():
+    prior = GaussianPrior(LATENT)
+    z = torch.randn(7, LATENT) * 3
+    torch.testing.assert_close(prior.log_prob(z, None), D.Normal(0.0, 1.0).log_prob(z).sum(-1))
+    s = prior.sample(20000, None, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (20000, LATENT)
+    assert s.mean(0).abs().max() < 5 / math.sqrt(20000) and (s.var(0) - 1).abs().max() < 5 * math.sqrt(2 / 20000)
+
+
+# --- sampling ------------------------------------------------------------------------------------
+
+
+def _recover_components(samples, means):
+    dist = torch.cdist(samples.double(), means.double())
+    nearest = dist.argmin(1)
+    assert dist.min(1).values.max() < 1e-2  # tiny variance: each sample sits on its component
+    return nearest.numpy()
+
+
+def test_exemplar_prior_samples_components_uniformly():
+    prior = exemplar_prior(n=10, logvar=-20.0).eval()
+    _, encode = linear_encoder(6)
+    samples = prior.sample(20000, encode, generator=torch.Generator().manual_seed(0))
+    counts = np.bincount(_recover_components(samples, encode(prior.exemplars)[0].detach()), minlength=10)
+    assert counts.min() > 0
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_vampprior_samples_components_uniformly():
+    torch.manual_seed(9)
+    prior = VampPrior(input_dim=12, num_pseudo=8)
+    with torch.no_grad():
+        prior.pseudo_raw.uniform_(0, 1)
+    _, encode = linear_encoder(12, logvar=-20.0)
+    samples = prior.sample(16000, encode, generator=torch.Generator().manual_seed(1))
+    counts = np.bincount(_recover_components(samples, encode(prior.pseudo_inputs)[0].detach()), minlength=8)
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_exemplar_conditioned_samples_have_mean_mu_and_variance_s2():
+    variance, n = 0.3, 20000
+    prior = exemplar_prior(n=10, logvar=math.log(variance)).eval()
+    _, encode = linear_encoder(6)
+    samples = prior.sample(n, encode, generator=torch.Generator().manual_seed(2), index=torch.full((n,), 3))
+    mu = encode(prior.exemplars[3:4])[0].detach()[0]
+    se_mean = math.sqrt(variance / n)
+    assert (samples.mean(0) - mu).abs().max() < 5 * se_mean
+    # per-dimension sample variance has relative standard error sqrt(2 / (n - 1))
+    assert ((samples.var(0) / variance) - 1).abs().max() < 5 * math.sqrt(2 / (n - 1))
