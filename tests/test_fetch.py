@@ -10,18 +10,22 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import evae.data.fetch as fetch_module
 from evae.data import DatasetUnavailableError, load_dataset
 from evae.data.fetch import content_digest, fetch, verify
-from evae.data.registry import FileSpec, get_spec
+from evae.data.registry import DatasetSpec, FileSpec, get_spec
 
-MNIST = get_spec("mnist")
-LABELS = MNIST.file("train-labels-idx1-ubyte.gz")  # 28 KB compressed, quick to verify
+# A synthetic dataset shaped like an MNIST label file, so that these tests need no mirror.
+_LABEL_BYTES = np.random.default_rng(0).integers(0, 10, 60_000).astype(np.uint8).tobytes()
+CONTENT = b"\0\0\x08\x01" + (60_000).to_bytes(4, "big") + _LABEL_BYTES
+LABELS = FileSpec("labels-idx1-ubyte.gz", (), "md5", hashlib.md5(CONTENT).hexdigest(), size=60_008, gzip=True)
+TOY = DatasetSpec("toy", "toy-folder", (LABELS,), how_to_get="ask the toy maker", licence="none")
 
 
-def place(root: Path, data: bytes, dataset=MNIST, file: FileSpec = LABELS) -> Path:
+def place(root: Path, data: bytes, dataset: DatasetSpec = TOY, file: FileSpec = LABELS) -> Path:
     """Write ``data`` where a cache or mirror rooted at ``root`` keeps ``file``."""
     path = root / dataset.folder / file.name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,8 +38,8 @@ def files_under(root: Path) -> list[Path]:
 
 
 @pytest.fixture
-def good_gz(shared_data) -> bytes:
-    return (shared_data / MNIST.folder / LABELS.name).read_bytes()
+def good_gz() -> bytes:
+    return gzip.compress(CONTENT, mtime=0)
 
 
 def flipped(data: bytes, offset: int) -> bytes:
@@ -92,7 +96,7 @@ def test_git_blob_digest_matches_git_hash_object(tmp_path):
 def test_cache_is_used_before_mirrors(good_gz, tmp_path, isolated_data):
     cached = place(isolated_data, good_gz)
     place(tmp_path / "mirror", good_gz)
-    assert fetch(MNIST, LABELS, mirrors=[tmp_path / "mirror"], download=False) == cached
+    assert fetch(TOY, LABELS, mirrors=[tmp_path / "mirror"], download=False) == cached
 
 
 def test_mirrors_are_tried_in_env_order_and_a_corrupt_one_is_skipped(good_gz, tmp_path, isolated_data, monkeypatch):
@@ -102,15 +106,15 @@ def test_mirrors_are_tried_in_env_order_and_a_corrupt_one_is_skipped(good_gz, tm
     good = place(roots[2], good_gz)
     place(roots[3], good_gz)
     monkeypatch.setenv("EVAE_DATA_MIRROR", os.pathsep.join([str(roots[0]), "", *map(str, roots[1:])]))
-    assert fetch(MNIST, LABELS, download=False) == good
-    assert (roots[1] / MNIST.folder / LABELS.name).read_bytes() == flipped(good_gz, 100)  # left as it was
+    assert fetch(TOY, LABELS, download=False) == good
+    assert (roots[1] / TOY.folder / LABELS.name).read_bytes() == flipped(good_gz, 100)  # left as it was
 
 
 def test_explicit_mirrors_override_the_environment(good_gz, tmp_path, isolated_data, monkeypatch):
     monkeypatch.setenv("EVAE_DATA_MIRROR", str(tmp_path / "env-mirror"))
     place(tmp_path / "env-mirror", good_gz)
     good = place(tmp_path / "arg-mirror", good_gz)
-    assert fetch(MNIST, LABELS, mirrors=[tmp_path / "arg-mirror"], download=False) == good
+    assert fetch(TOY, LABELS, mirrors=[tmp_path / "arg-mirror"], download=False) == good
 
 
 # --- corrupt and missing files --------------------------------------------------------------------
@@ -120,7 +124,7 @@ def test_explicit_mirrors_override_the_environment(good_gz, tmp_path, isolated_d
     "damage, outcome",
     [
         (lambda d: flipped(d, 100), "unreadable (zlib.error: Error -3"),  # a corrupt deflate stream
-        (lambda d: flipped(d, 10_000), "unreadable (gzip.BadGzipFile: CRC check failed"),
+        (lambda d: flipped(d, 20_000), "unreadable (gzip.BadGzipFile: CRC check failed"),
         (lambda d: d[: len(d) // 2], "unreadable (EOFError"),  # truncated download
         (lambda d: gzip.compress(gzip.decompress(d)[:-8]), "wrong size: expected 60008 bytes of content, found 60000"),
     ],
@@ -130,22 +134,33 @@ def test_a_corrupt_copy_is_rejected_with_a_clear_error(damage, outcome, good_gz,
     cached = place(isolated_data, damage(good_gz))
     mirrored = place(tmp_path / "mirror", damage(good_gz))
     with pytest.raises(DatasetUnavailableError) as info:
-        fetch(MNIST, LABELS, mirrors=[tmp_path / "mirror"], download=False)
+        fetch(TOY, LABELS, mirrors=[tmp_path / "mirror"], download=False)
     message = str(info.value)
-    assert "dataset 'mnist'" in message and LABELS.name in message
+    assert f"dataset 'toy': no verified copy of '{LABELS.name}'" in message
     for place_looked in (cached, mirrored):
         (line,) = [line for line in message.splitlines() if line.strip().startswith(f"- {place_looked}: ")]
         assert outcome in line
     assert f"expected content md5 {LABELS.digest}, 60008 bytes after gunzip" in message
-    assert MNIST.how_to_get in message and "EVAE_DATA_MIRROR" in message and "EVAE_DATA_DIR" in message
+    assert "how to get it: ask the toy maker" in message and "EVAE_DATA_MIRROR" in message and "EVAE_DATA_DIR" in message
 
 
 def test_a_wrong_checksum_names_expected_and_found(good_gz, tmp_path, isolated_data):
     bad, found = regzipped_with_one_byte_changed(good_gz)
     mirrored = place(tmp_path / "mirror", bad)
     with pytest.raises(DatasetUnavailableError) as info:
-        fetch(MNIST, LABELS, mirrors=[tmp_path / "mirror"], download=False)
+        fetch(TOY, LABELS, mirrors=[tmp_path / "mirror"], download=False)
     assert f"{mirrored}: checksum mismatch: expected md5 {LABELS.digest}, found {found}" in str(info.value)
+
+
+def test_a_corrupt_copy_of_real_mnist_is_skipped_for_the_real_one(shared_data, tmp_path, isolated_data):
+    spec = get_spec("mnist")
+    file = spec.file("t10k-labels-idx1-ubyte.gz")
+    place(tmp_path / "bad-mirror", flipped((shared_data / spec.folder / file.name).read_bytes(), 100), spec, file)
+    assert fetch(spec, file, mirrors=[tmp_path / "bad-mirror", shared_data], download=False) == (
+        shared_data / spec.folder / file.name
+    )
+    with pytest.raises(DatasetUnavailableError, match=f"dataset 'mnist'(.|\n)*bad-mirror.*: unreadable"):
+        fetch(spec, file, mirrors=[tmp_path / "bad-mirror"], download=False)
 
 
 def test_a_tampered_uncompressed_file_is_rejected(shared_data, tmp_path, isolated_data):
@@ -178,7 +193,7 @@ def test_a_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, isol
 def served_from(path: Path, file: FileSpec = LABELS):
     """The dataset and file spec with the file's only URL pointing at ``path``."""
     local = dataclasses.replace(file, urls=(path.as_uri(),))
-    return dataclasses.replace(MNIST, files=(local,)), local
+    return dataclasses.replace(TOY, files=(local,)), local
 
 
 def test_a_download_is_verified_before_it_lands_in_the_cache(good_gz, tmp_path, isolated_data, monkeypatch):
@@ -186,7 +201,7 @@ def test_a_download_is_verified_before_it_lands_in_the_cache(good_gz, tmp_path, 
     source.parent.mkdir()
     source.write_bytes(good_gz)
     dataset, file = served_from(source)
-    dest = isolated_data / MNIST.folder / LABELS.name
+    dest = isolated_data / TOY.folder / LABELS.name
     seen = []
 
     def spy(path, spec):
