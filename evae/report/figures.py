@@ -40,10 +40,14 @@ def _profile_note(profile: str) -> str:
 
 
 def image_grid(images: np.ndarray, ncol: int, pad: int = 1) -> np.ndarray:
-    """Tile images [n, H, W] (or [n, H, W, C]) into one array, row by row, with ``pad`` pixels of white."""
+    """Tile images [n, H, W] (or [n, H, W, C]) into one array, row by row, ``pad`` blank pixels apart.
+
+    Blank is 0 for gray images (ink = 1, drawn white by ``_show``) and 1 (white) for colour ones.
+    """
     n, h, w = images.shape[:3]
     nrow = math.ceil(n / ncol)
-    grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, *images.shape[3:]), dtype=images.dtype)
+    shape = (nrow * (h + pad) + pad, ncol * (w + pad) + pad, *images.shape[3:])
+    grid = np.full(shape, 0.0 if images.ndim == 3 else 1.0, dtype=images.dtype)
     for i, img in enumerate(images):
         r, c = divmod(i, ncol)
         grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
@@ -72,7 +76,7 @@ def exemplar_samples(run_dir, out, seed: int = 0, n_exemplars: int = 8, per_exem
     samples = run.model.generate(n_exemplars * per_exemplar, generator=g, index=idx.repeat_interleave(per_exemplar))
     ex = _as_images(exemplars, run.data.image_shape)
     sm = _as_images(samples, run.data.image_shape).reshape(n_exemplars, per_exemplar, *ex.shape[1:])
-    blank = np.ones_like(ex[:1])
+    blank = np.zeros_like(ex[:1]) if ex.ndim == 3 else np.ones_like(ex[:1])
     rows = [np.concatenate([ex[i : i + 1], blank, sm[i]]) for i in range(n_exemplars)]
     fig, ax = plt.subplots(figsize=(0.6 * (per_exemplar + 2), 0.6 * n_exemplars))
     _show(ax, image_grid(np.concatenate(rows), per_exemplar + 2), f"exemplar | samples ({_label(run)}){_profile_note(profile)}")

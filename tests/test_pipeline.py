@@ -1,0 +1,142 @@
+"""The Snakemake pipeline: lint, planning, config validation, the smoke study end to end, resuming."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO, mirror_root
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources/paper", "environment.yml")
+
+
+def make_workdir(dest: Path) -> Path:
+    """A copy of the workflow (not of results) in which Snakemake may write freely."""
+    for name in WORKFLOW_FILES:
+        src, dst = REPO / name, dest / name
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    return dest
+
+
+def env() -> dict:
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    root = mirror_root()
+    if root is not None:
+        e["EVAE_DATA_MIRROR"] = str(root)
+    return e
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=workdir, env=env(), capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return make_workdir(tmp_path_factory.mktemp("pipeline"))
+
+
+def test_lint_is_clean(workdir):
+    proc = snakemake(workdir, "--lint")
+    assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
+
+
+def test_paper_config_plans_the_full_study(workdir):
+    proc = snakemake(workdir, "results/tables/nll.csv", "-n", "--quiet", "rules")
+    counts = {line.split()[0]: int(line.split()[-1]) for line in proc.stdout.splitlines()
+              if len(line.split()) == 2 and line.split()[-1].isdigit()}
+    assert counts["train"] == 3 * 3 * 3 * 5 and counts["nll"] == 135 and counts["table"] == 1, proc.stdout
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("nll={'samples': 0, 'exemplar_bound': null, 'max_images': null}", "samples"),
+        ("epochs=3", "Additional properties are not allowed ('epochs' was unexpected)"),
+        ("train={'max_epochs': -1}", "max_epochs: must be >= 1"),
+    ],
+)
+def test_bad_config_stops_before_any_job(workdir, bad, message):
+    proc = snakemake(workdir, "-n", "--config", bad, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists()
+
+
+@pytest.mark.slow
+def test_smoke_study_makes_every_table_and_figure(workdir):
+    snakemake(workdir, "--cores", "2", "--configfile", "config/smoke.yaml")
+    tables = workdir / "results" / "tables"
+    for kind in ("nll", "knn", "augmentation"):
+        table = pd.read_csv(tables / f"{kind}.csv")
+        run = table[table["status"] != "not run"]
+        assert len(run), f"{kind}: no reproduced row"
+        assert set(run["profile"]) == {"smoke"}, f"{kind}: smoke rows must say so"
+        assert set(run["data_used"]) == {"mnist_subset"}
+        markdown = (tables / f"{kind}.md").read_text()
+        assert "SMOKE" in markdown.splitlines()[0]
+        assert all("SMOKE" in line for line in markdown.splitlines() if "mnist_subset" in line)
+    nll = pd.read_csv(tables / "nll.csv").set_index(["dataset", "architecture", "prior"])
+    for arch in ("vae", "hvae", "convhvae"):
+        for prior in ("gaussian", "vampprior", "exemplar"):
+            row = nll.loc[("mnist", arch, prior)]
+            assert row["status"] in ("within 2 sigma", "off") and row["n_seeds"] == 1
+            assert row["importance_samples"] == "100" and -600 < row["reproduced_mean"] < -50
+    assert nll.loc[("mnist", "pixelsnail", "exemplar"), "status"] == "not run"
+    augmentation = pd.read_csv(tables / "augmentation.csv")
+    assert {"none", "exemplar"} <= set(augmentation.loc[augmentation["status"] != "not run", "prior"])
+    figures = workdir / "results" / "figures"
+    expected = [f"{name}_mnist_subset.png" for name in
+                ("exemplar_samples", "unconditional_samples", "interpolations", "tsne", "prior_comparison")]
+    for name in expected + ["training_curves.png", "knn_error_vs_k.png"]:
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    again = snakemake(workdir, "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
+    workdir = make_workdir(tmp_path)
+    target = "results/runs/smoke/mnist_subset/vae/gaussian/seed0/summary.json"
+    args = [target, "--cores", "1", "--configfile", "config/smoke.yaml",
+            "--config", "train={'max_epochs': 40, 'warmup_epochs': 40, 'patience': 40}"]
+    run_dir = workdir / Path(target).parent
+    proc = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not _epochs_done(run_dir) >= 3:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "training never reached epoch 3"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: Snakemake and its jobs get SIGINT
+    output = proc.communicate(timeout=120)[0]
+    interrupted_at = _epochs_done(run_dir)
+    assert not (run_dir / "summary.json").exists() and (run_dir / "checkpoint.pt").exists(), output
+    assert interrupted_at < 40
+    snakemake(workdir, *args)
+    log = (workdir / "logs/train/smoke/mnist_subset/vae/gaussian/seed0.log").read_text()
+    assert f"resuming after epoch {interrupted_at}" in log
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert list(metrics["epoch"]) == list(range(1, 41))
+
+
+def _epochs_done(run_dir: Path) -> int:
+    try:
+        return len(pd.read_csv(run_dir / "metrics.csv"))
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return 0

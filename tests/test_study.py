@@ -1,0 +1,79 @@
+"""The study plan the Snakefile is built on: targets, per-run configs, consistency checks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from evae.config import ConfigError
+from evae.study import Study
+from tests.conftest import REPO
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+
+
+def test_paper_study_trains_every_combination_with_five_seeds():
+    study = Study(load("config"))
+    assert study.profile == "paper"
+    assert len(study.runs) == 3 * 3 * 3 * 5
+    assert len(study.nll_targets()) == 135
+    assert len(study.knn_targets()) == 2 * 1 * 3 * 5  # mnist, fashion_mnist x vae x 3 priors x 5 seeds
+    assert len(study.augmentation_targets()) == 2 * 2 * 2 * 5  # datasets x widths x {none, exemplar} x seeds
+
+
+def test_paper_protocol_settings_reach_each_run():
+    study = Study(load("config"))
+    vae = study.train_config("mnist", "vae", "exemplar", 3)
+    conv = study.train_config("omniglot", "convhvae", "exemplar", "0")  # wildcards arrive as strings
+    assert (vae.lr, vae.batch_size, vae.warmup_epochs, vae.max_epochs, vae.patience) == (5e-4, 100, 100, 2000, 50)
+    assert (vae.exemplar_mode, vae.exemplar_subset, vae.optimizer, vae.seed) == ("exact", 0.5, "adamnormgrad", 3)
+    assert (conv.exemplar_mode, conv.exemplar_k) == ("knn", 10)  # the paper's 10NN rows
+
+
+def test_runs_of_different_profiles_never_share_a_folder():
+    paper, reduced = Study(load("config")), Study(load("reduced"))
+    run = reduced.runs[0]
+    assert paper.run_dir(run) != reduced.run_dir(run)
+
+
+def test_unknown_training_key_is_rejected_with_the_run_named():
+    config = load("smoke")
+    config["train"]["learning_rate"] = 0.1
+    with pytest.raises(ConfigError, match=r"learning_rate.*valid keys"):
+        Study(config)
+
+
+def test_bad_training_value_is_rejected():
+    config = load("smoke")
+    config["train_by_architecture"]["convhvae"]["exemplar_mode"] = "approximate"
+    with pytest.raises(ConfigError, match=r"convhvae.*exemplar_mode.*approximate"):
+        Study(config)
+
+
+def test_evaluations_must_use_trained_models():
+    config = load("smoke")
+    bad = copy.deepcopy(config)
+    bad["augmentation"]["exemplar_model"]["seed"] = 7
+    with pytest.raises(ConfigError, match=r"augmentation of mnist_subset needs the trained model"):
+        Study(bad)
+    bad = copy.deepcopy(config)
+    bad["knn"]["architectures"] = ["hvae", "convhvae", "vae"]
+    bad["models"]["architectures"] = ["vae"]
+    with pytest.raises(ConfigError, match=r"knn.architectures"):
+        Study(bad)
+
+
+def test_unknown_run_is_reported():
+    with pytest.raises(ConfigError, match="not part of the 'smoke' study"):
+        Study(load("smoke")).train_config("mnist", "vae", "gaussian", 0)
+
+
+def test_runtime_estimate_scales_with_the_budget():
+    study = Study(load("config"))
+    cfg = study.train_config("mnist", "vae", "gaussian", 0)
+    assert study.train_runtime_minutes(cfg.replace(max_epochs=200)) < study.train_runtime_minutes(cfg)
+    assert study.train_runtime_minutes(study.train_config("mnist", "convhvae", "gaussian", 0)) > study.train_runtime_minutes(cfg)
