@@ -22,8 +22,8 @@ except ImportError:
 from evae.data import binarize_once, dynamic_binarize, load_dataset
 from evae.data.build_embedded import build
 from evae.data.datasets import EmbeddedSubsetError, SplitMismatchError, _seeded_split, load_embedded_subset, read_idx
-from evae.data.fetch import fetch
-from evae.data.registry import get_spec
+from evae.data.fetch import content_digest, fetch
+from evae.data.registry import DATASETS, get_spec
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -170,6 +170,17 @@ def test_dynamic_binarisation_draws_afresh_unless_seeded():
 # --- Omniglot stand-in ----------------------------------------------------------------------------
 
 
+def read_npz(path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {key: z[key] for key in z.files}
+
+
+def saved_split(ds) -> tuple[np.ndarray, np.ndarray]:
+    """The (train, val) pool indices saved by the loader for ``ds``."""
+    saved = read_npz(ds.provenance["split_indices"])
+    return saved["train"], saved["val"]
+
+
 def area_downsample(image: np.ndarray, size: int = 28) -> np.ndarray:
     """Float64 reference of area (adaptive average) downsampling: each output pixel averages its window."""
     n = image.shape[0]
@@ -196,12 +207,12 @@ def test_omniglot_raw28_sizes_labels_and_provenance(omniglot):
 def test_omniglot_raw28_images_are_the_downsampled_ink(omniglot):
     spec = get_spec("omniglot_raw28")
     background, evaluation = (
-        np.load(fetch(spec, f, mirrors=[_mirror()], download=False))["images"] for f in spec.files
+        read_npz(fetch(spec, file, mirrors=[_mirror()], download=False))["images"] for file in spec.files
     )
     ink = lambda chars, c, d: area_downsample(1.0 - chars[c, d]).reshape(784)  # noqa: E731
     np.testing.assert_allclose(omniglot.test[0], ink(background, 0, 15), atol=1e-6)
     np.testing.assert_allclose(omniglot.test[-1], ink(evaluation, -1, 19), atol=1e-6)
-    train_idx = np.load(omniglot.provenance["split_indices"])["train"]
+    train_idx, _ = saved_split(omniglot)
     char, drawing = divmod(int(train_idx[-1]), 15)  # pool row = character * 15 + drawing
     assert char >= len(background) and omniglot.train_labels[-1] == char
     np.testing.assert_allclose(omniglot.train[-1], ink(evaluation, char - len(background), drawing), atol=1e-6)
@@ -210,8 +221,7 @@ def test_omniglot_raw28_images_are_the_downsampled_ink(omniglot):
 def test_omniglot_split_is_saved_and_reloaded_identically(omniglot, omniglot_cache):
     path = Path(omniglot.provenance["split_indices"])
     assert path == omniglot_cache / "splits" / "omniglot_raw28-seed0.npz"
-    with np.load(path) as saved:
-        train, val = saved["train"], saved["val"]
+    train, val = saved_split(omniglot)
     assert len(train) == 23_000 and len(val) == 1_345
     assert np.array_equal(np.sort(np.concatenate([train, val])), np.arange(24_345))  # disjoint and covering
     assert np.array_equal(omniglot.train_labels, train // 15) and np.array_equal(omniglot.val_labels, val // 15)
@@ -223,8 +233,7 @@ def test_omniglot_split_is_saved_and_reloaded_identically(omniglot, omniglot_cac
 
 
 def test_a_tampered_split_file_is_reported(omniglot, omniglot_cache, tmp_path):
-    with np.load(omniglot.provenance["split_indices"]) as saved:
-        train, val = saved["train"].copy(), saved["val"].copy()
+    train, val = saved_split(omniglot)
     train[0], val[0] = val[0], train[0]
     tampered = tmp_path / "splits" / "omniglot_raw28-seed0.npz"
     tampered.parent.mkdir()
@@ -241,6 +250,35 @@ def test_seeded_split_files_unreadable_or_per_seed(tmp_path):
     path0.write_bytes(b"not an npz file")
     with pytest.raises(SplitMismatchError, match="unreadable saved split"):
         _seeded_split("toy", 100, 10, 0, tmp_path)
+
+
+def test_chardata_columns_are_read_in_fortran_order(tmp_path, isolated_data, monkeypatch):
+    """A small file laid out like IWAE's chardata.mat (the real one is not available here)."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(1)
+    pool, test = rng.random((1_400, 28, 28)), rng.random((30, 28, 28))
+    alphabet, test_alphabet = rng.integers(0, 50, 1_400), rng.integers(0, 50, 30)
+
+    def columns(images):  # 784 x N, each image flattened in Fortran (column-major) order
+        return images.reshape(len(images), -1, order="F").T
+
+    mat = tmp_path / "mirror" / "omniglot" / "chardata.mat"
+    mat.parent.mkdir(parents=True)
+    savemat(mat, {"data": columns(pool), "testdata": columns(test),
+                  "target": np.eye(50)[alphabet].T, "testtarget": np.eye(50)[test_alphabet].T})
+    spec = get_spec("omniglot")
+    file = dataclasses.replace(spec.files[0], digest=content_digest(mat, spec.files[0])[0])
+    monkeypatch.setitem(DATASETS, "omniglot", dataclasses.replace(spec, files=(file,)))
+
+    ds = load_dataset("omniglot", mirrors=[tmp_path / "mirror"], download=False)
+    assert ds.sizes() == {"train": 55, "val": 1_345, "test": 30}
+    train_idx, val_idx = saved_split(ds)
+    flat = pool.reshape(1_400, 784).astype(np.float32)  # row-major rows of the original images
+    assert np.array_equal(ds.train, flat[train_idx]) and np.array_equal(ds.val, flat[val_idx])
+    assert np.array_equal(ds.test, test.reshape(30, 784).astype(np.float32))
+    assert np.array_equal(ds.train_labels, alphabet[train_idx]) and np.array_equal(ds.test_labels, test_alphabet)
+    assert ds.train_labels.dtype == np.int64 and ds.train.dtype == np.float32
 
 
 # --- the embedded MNIST subset --------------------------------------------------------------------

@@ -141,7 +141,8 @@ def test_a_corrupt_copy_is_rejected_with_a_clear_error(damage, outcome, good_gz,
         (line,) = [line for line in message.splitlines() if line.strip().startswith(f"- {place_looked}: ")]
         assert outcome in line
     assert f"expected content md5 {LABELS.digest}, 60008 bytes after gunzip" in message
-    assert "how to get it: ask the toy maker" in message and "EVAE_DATA_MIRROR" in message and "EVAE_DATA_DIR" in message
+    assert "how to get it: ask the toy maker" in message
+    assert "EVAE_DATA_MIRROR" in message and "EVAE_DATA_DIR" in message
 
 
 def test_a_wrong_checksum_names_expected_and_found(good_gz, tmp_path, isolated_data):

@@ -275,7 +275,7 @@ def load_embedded_subset(root: Path | None = None) -> ImageDataset:
     fix = "rebuild it with `python -m evae.data.build_embedded` (needs the MNIST files) or reinstall the package"
     meta = json.loads((root / "mnist_subset.json").read_text())
     try:
-        with resources.as_file(root / "mnist_subset.npz") as path, np.load(path) as z:
+        with resources.as_file(root / "mnist_subset.npz") as path, open(path, "rb") as f, np.load(f) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise EmbeddedSubsetError(f"embedded MNIST subset in {root} is unreadable ({type(err).__name__}: {err}); {fix}")
