@@ -1,0 +1,81 @@
+"""Reported-vs-reproduced tables: matching, statistics, status and labelling, on hand-made results."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from evae.report.tables import compile_table, to_markdown
+from tests.conftest import REPO
+
+REPORTED = REPO / "resources" / "paper" / "reported.csv"
+
+
+def write_results(tmp_path, kind, results):
+    paths = []
+    for i, r in enumerate(results):
+        path = tmp_path / f"{kind}{i}.json"
+        path.write_text(json.dumps(r))
+        paths.append(path)
+    return paths
+
+
+def nll_result(dataset, arch, prior, seed, nll, sem=0.3, epochs=100, samples=5000):
+    return {
+        "config": {"dataset": dataset, "architecture": arch, "prior": prior, "seed": seed},
+        "config_digest": f"hash{seed}", "epochs_trained": epochs,
+        "nll_mean": nll, "nll_sem": sem, "samples": samples,
+    }
+
+
+def test_reported_copy_matches_the_paper_for_a_few_known_values():
+    df = pd.read_csv(REPORTED)
+    row = df[(df.table == "nll") & (df.dataset == "mnist") & (df.architecture == "vae") & (df.prior == "exemplar")]
+    assert (row["value"].item(), row["std"].item()) == (-82.09, 0.18)
+    assert len(df[df.table == "nll"]) == 41 and len(df[df.table == "knn"]) == 6 and len(df[df.table == "augmentation"]) == 6
+
+
+def test_nll_rows_carry_mean_std_difference_and_status(tmp_path):
+    results = [
+        nll_result("mnist", "vae", "exemplar", 0, 82.00, epochs=900),
+        nll_result("mnist", "vae", "exemplar", 1, 82.20, epochs=1000),
+        nll_result("mnist", "vae", "gaussian", 0, 90.0),
+        nll_result("mnist", "vae", "gaussian", 1, 90.2),
+    ]
+    table = compile_table("nll", write_results(tmp_path, "nll", results), REPORTED, "paper")
+    row = table.set_index(["dataset", "architecture", "prior"]).loc[("mnist", "vae", "exemplar")]
+    assert row["reproduced_mean"] == pytest.approx(-82.10)  # log-likelihood = -NLL
+    assert row["reproduced_std"] == pytest.approx(math.sqrt(0.02))  # sample std of -82.0, -82.2
+    assert row["difference"] == pytest.approx(-82.10 - (-82.09))
+    assert row["status"] == "within 2 sigma" and row["n_seeds"] == 2
+    assert row["epochs_trained"] == "900-1000" and row["importance_samples"] == "5000"
+    assert row["config_hash"] == "hash0,hash1" and row["profile"] == "paper"
+    gaussian = table.set_index(["dataset", "architecture", "prior"]).loc[("mnist", "vae", "gaussian")]
+    assert gaussian["status"] == "off"  # -90.1 against -84.45 +- 0.12
+    assert len(table) == 41  # every reported row, reproduced or not
+    assert (table["status"] == "not run").sum() == 39
+
+
+def test_single_seed_uses_its_standard_error(tmp_path):
+    # |difference| = 0.5; sigma = sqrt(0.12^2 + 0.3^2) = 0.323 -> within 2 sigma; with sem 0.1 -> off
+    near = [nll_result("mnist", "vae", "gaussian", 0, 84.95, sem=0.3)]
+    far = [nll_result("mnist", "vae", "gaussian", 0, 84.95, sem=0.1)]
+    key = ("mnist", "vae", "gaussian")
+    status = lambda res: compile_table("nll", write_results(tmp_path, "n", res), REPORTED, "paper").set_index(  # noqa: E731
+        ["dataset", "architecture", "prior"]).loc[key, "status"]
+    assert status(near) == "within 2 sigma"
+    assert status(far) == "off"
+
+
+def test_stand_in_datasets_are_compared_with_the_paper_column_and_labelled(tmp_path):
+    results = [nll_result("mnist_subset", "hvae", "vampprior", 0, 120.0, samples=100)]
+    table = compile_table("nll", write_results(tmp_path, "nll", results), REPORTED, "smoke")
+    row = table.set_index(["dataset", "architecture", "prior"]).loc[("mnist", "hvae", "vampprior")]
+    assert (row["data_used"], row["profile"], row["reported_mean"]) == ("mnist_subset", "smoke", -81.56)
+    markdown = to_markdown(table, "nll", "smoke")
+    assert "SMOKE" in markdown.splitlines()[0]
+    line = next(line for line in markdown.splitlines() if "mnist_subset" in line)
+    assert "SMOKE" in line and "-120.00" in line and "-81.56 +- 0.09" in line
