@@ -49,11 +49,13 @@ class ImageDataset:
 
     @property
     def val_binary(self) -> np.ndarray:
-        return binarize_once(self.val, self.binarize_seed, stream=0)
+        """Validation inputs as models score them: binarised once (binary datasets), else as stored."""
+        return binarize_once(self.val, self.binarize_seed, stream=0) if self.binary else self.val
 
     @property
     def test_binary(self) -> np.ndarray:
-        return binarize_once(self.test, self.binarize_seed, stream=1)
+        """Test inputs as models score them: binarised once (binary datasets), else as stored."""
+        return binarize_once(self.test, self.binarize_seed, stream=1) if self.binary else self.test
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -79,7 +81,7 @@ def load_dataset(
     split_seed: int = SPLIT_SEED,
     binarize_seed: int = BINARIZE_SEED,
 ) -> ImageDataset:
-    """Load ``name`` (mnist, fashion_mnist, omniglot, omniglot_raw28 or mnist_subset)."""
+    """Load ``name`` (mnist, fashion_mnist, omniglot, omniglot_raw28, mnist_subset, celeba or celeba_sample)."""
     kwargs = dict(cache=cache, mirrors=mirrors, download=download)
     if name in ("mnist", "fashion_mnist"):
         ds = _load_idx_dataset(name, **kwargs)
@@ -89,12 +91,34 @@ def load_dataset(
         ds = _load_omniglot_raw28(split_seed, **kwargs)
     elif name == EMBEDDED_NAME:
         ds = load_embedded_subset()
+    elif name in ("celeba", "celeba_sample"):
+        return _load_celeba(name == "celeba_sample", **kwargs)
     else:
         raise KeyError(
-            f"unknown dataset {name!r}; known: mnist, fashion_mnist, omniglot, omniglot_raw28, {EMBEDDED_NAME}"
+            f"unknown dataset {name!r}; known: mnist, fashion_mnist, omniglot, omniglot_raw28, {EMBEDDED_NAME}, "
+            "celeba, celeba_sample"
         )
     ds.provenance["binarize"] = f"val/test binarised once: numpy default_rng([{binarize_seed}, 0|1]); train dynamic"
     return dataclasses.replace(ds, binarize_seed=binarize_seed)
+
+
+def _load_celeba(sample: bool, **kwargs) -> ImageDataset:
+    from evae.data.celeba import IMAGE_SHAPE, load_celeba_arrays
+
+    arrays, provenance = load_celeba_arrays(sample, **kwargs)
+    no_labels = {split: np.zeros(len(a), dtype=np.int64) for split, a in arrays.items()}
+    return ImageDataset(
+        name="celeba_sample" if sample else "celeba",
+        image_shape=IMAGE_SHAPE,
+        train=arrays["train"],
+        train_labels=no_labels["train"],
+        val=arrays["val"],
+        val_labels=no_labels["val"],
+        test=arrays["test"],
+        test_labels=no_labels["test"],
+        binary=False,
+        provenance={**provenance, "labels": "none (CelebA attributes are not used)"},
+    )
 
 
 # --- MNIST and Fashion-MNIST ---------------------------------------------------------------------

@@ -176,6 +176,23 @@ _register(
     )
 )
 
+_register(
+    DatasetSpec(
+        name="celeba_sample",
+        folder="celeba-sample",
+        files=(
+            FileSpec(
+                name="list_eval_partition.txt",
+                urls=DATASETS["celeba"].file("list_eval_partition.txt").urls,
+                algo="md5",
+                digest="d32c9cbf5e040fd4025c592c306e6668",
+            ),
+        ),
+        how_to_get="the first 32 aligned CelebA images (img_align_celeba/000001.jpg .. 000032.jpg, extracted from "
+        "img_align_celeba.zip) and list_eval_partition.txt, in the folder 'celeba-sample/' of a mirror",
+        licence="CelebA: non-commercial research use only (see the dataset's agreement)",
+    )
+)
 
 def get_spec(name: str) -> DatasetSpec:
     try:
