@@ -190,6 +190,19 @@ def test_knn_mode_equals_exact_loo_when_k_covers_every_exemplar():
     np.testing.assert_allclose(knn_full.detach().numpy(), ref_full, rtol=1e-5, atol=1e-4)
 
 
+def test_nearest_cached_means_are_the_exact_euclidean_neighbours():
+    from scipy.spatial.distance import cdist
+
+    prior = exemplar_prior(n=200, mode="knn", seed=10)
+    _, encode = linear_encoder(6, seed=10)
+    prior.refresh(encode)
+    torch.manual_seed(10)
+    z = torch.randn(7, LATENT)
+    got = np.sort(prior.nearest(z, 5).numpy(), axis=1)
+    ref = np.sort(np.argsort(cdist(z.double().numpy(), prior.cached_means.double().numpy()), axis=1)[:, :5], axis=1)
+    np.testing.assert_array_equal(got, ref)
+
+
 def test_knn_mode_is_a_lower_bound_for_small_k():
     got, ref, *_ = _knn_and_exact(k=2)
     assert torch.all(got <= ref + 1e-5)

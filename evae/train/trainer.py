@@ -121,7 +121,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
     for epoch in epochs:
         t0 = time.perf_counter()
         beta = beta_at(epoch, cfg.warmup_epochs)
-        train_stats = _train_epoch(model, optimizer, train_x, cfg.batch_size, beta, shuffle, epoch)
+        train_stats = train_epoch(model, optimizer, train_x, cfg.batch_size, beta, shuffle, epoch)
         t1 = time.perf_counter()
         model.eval()
         model.prior.refresh(model.encode)  # new means for validation and for the next epoch's retrieval
@@ -174,11 +174,14 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
     return summary
 
 
-def _train_epoch(model, optimizer, train_x, batch_size, beta, shuffle, epoch) -> dict:
-    """One pass over the shuffled training set; mean (over batches) loss, -rec and KL of the beta-ELBO."""
+def train_epoch(model, optimizer, train_x, batch_size, beta, shuffle, epoch, max_steps: int | None = None) -> dict:
+    """One pass over the shuffled training set (or its first ``max_steps`` minibatches, for benchmarks);
+    mean (over batches) loss, -rec and KL of the beta-ELBO."""
     model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=train_x.device)  # loss, -rec, kl; no per-batch sync
     order = torch.randperm(len(train_x), generator=shuffle).to(train_x.device)
+    if max_steps is not None:
+        order = order[: max_steps * batch_size]
     n_batches = 0
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
