@@ -30,6 +30,35 @@ def cmd_train(args) -> None:
           f"best validation -ELBO {summary['best_val_loss']:.3f} nats at epoch {summary['best_epoch']}")
 
 
+def cmd_nll(args) -> None:
+    from evae.evaluate.nll import evaluate_nll
+
+    r = evaluate_nll(args.run, args.out, samples=args.samples, chunk=args.chunk, exemplar_bound=args.bound,
+                     max_images=args.max_images, seed=args.seed, progress=not args.no_progress)
+    print(f"{args.out}: test NLL {r['nll']:.3f} +- {r['nll_stderr']:.3f} nats (S={r['samples']}, {r['images']} images, "
+          f"{r['images_per_second']:.2f} images/s)")
+
+
+def cmd_knn(args) -> None:
+    from evae.evaluate.knn import knn_probe
+
+    r = knn_probe(args.run, args.out, ks=args.ks, pixel_baseline=not args.no_pixel)
+    print(f"{args.out}: latent kNN test error {r['latent']['test_error']:.2f}% (k={r['latent']['k']} chosen on validation)")
+
+
+def cmd_augment(args) -> None:
+    from evae.evaluate.augment import train_classifier
+
+    r = train_classifier(args.dataset, args.out, run_dir=args.run, hidden=args.hidden, epochs=args.epochs, seed=args.seed,
+                         noise_scale=args.noise_scale, max_train_images=args.max_train_images,
+                         progress=not args.no_progress)
+    print(f"{args.out}: test error {r['test_error']:.2f}% (validation {r['val_error']:.2f}%)")
+
+
+def _threads(p) -> None:
+    p.add_argument("--threads", type=int, default=1, help="torch and faiss threads (default 1)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,11 +70,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="log one line per epoch instead of a progress bar")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("nll", help="importance-weighted test NLL of a trained run")
+    p.add_argument("--run", required=True, help="training run directory")
+    p.add_argument("--out", required=True, help="JSON result (per-image values go beside it)")
+    p.add_argument("--samples", type=int, default=5000, help="importance samples per test image (default 5000)")
+    p.add_argument("--bound", type=float, default=None,
+                   help="exemplar prior: skip exemplars certified to change log p(z) by at most this many nats (default: exact)")
+    p.add_argument("--max-images", type=int, default=None, help="only the first N test images (smoke runs)")
+    p.add_argument("--chunk", type=int, default=None, help="samples decoded per batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="periodic log lines instead of a progress bar")
+    _threads(p)
+    p.set_defaults(func=cmd_nll)
+
+    p = sub.add_parser("knn", help="kNN classification error on encoder means (and pixels)")
+    p.add_argument("--run", required=True, help="training run directory")
+    p.add_argument("--out", required=True, help="JSON result")
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5, 7, 9, 11, 13, 15], help="values of k")
+    p.add_argument("--no-pixel", action="store_true", help="skip the pixel-space baseline")
+    _threads(p)
+    p.set_defaults(func=cmd_knn)
+
+    p = sub.add_parser("augment", help="MLP classifier, with exemplar-VAE augmentation when --run is given")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--run", default=None, help="trained exemplar-prior run generating the augmented images")
+    p.add_argument("--hidden", type=int, default=1024, help="hidden units H of the 784-H-H-10 MLP")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--out", required=True, help="JSON result")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise-scale", type=float, default=None, help="latent noise std (default: the prior's learned s)")
+    p.add_argument("--max-train-images", type=int, default=None, help="only the first N training images")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    _threads(p)
+    p.set_defaults(func=cmd_augment)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "threads", None) is not None:
+        from evae.provenance import set_threads
+
+        set_threads(args.threads)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (FileNotFoundError, ValueError) as err:  # bad input (ConfigError is a ValueError): message, exit 2
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
