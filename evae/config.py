@@ -33,7 +33,7 @@ class TrainConfig:
     hidden: int = 300
     pseudo_inputs: int = 500  # VampPrior K
     exemplar_mode: str = "exact"  # "exact" (M sampled exemplars) or "knn" (retrieval-augmented)
-    exemplar_subset: float = 0.5  # M / N in exact mode; 1.0 = every exemplar at every step
+    exemplar_subset: float = 0.5  # M / N in exact mode (unused in kNN mode); 1.0 = every exemplar at every step
     exemplar_k: int = 10  # neighbours per point in kNN mode
     optimizer: str = "adamnormgrad"
     lr: float = 5e-4

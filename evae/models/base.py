@@ -76,7 +76,11 @@ class LatentVariableModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None, index: torch.Tensor | None = None):
-        """Bernoulli means of ``n`` samples; ``index`` picks exemplars / pseudo-inputs where the prior has them."""
+        """Bernoulli means of ``n`` samples; ``index`` picks exemplars / pseudo-inputs where the prior has them.
+
+        ``generator`` drives the prior draw; the lower latent of two-level models (z1 ~ p(z1 | z2), a
+        sample, as the authors generate) comes from the global torch RNG.
+        """
         z = self.prior.sample(n, self.encode, generator=generator, index=index)
         return self.decode(z)
 

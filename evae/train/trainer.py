@@ -121,7 +121,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
     for epoch in epochs:
         t0 = time.perf_counter()
         beta = beta_at(epoch, cfg.warmup_epochs)
-        train_stats = train_epoch(model, optimizer, train_x, cfg.batch_size, beta, shuffle, epoch)
+        train_stats = train_epoch(model, optimizer, train_x, cfg.batch_size, beta, shuffle, epoch, progress=progress)
         t1 = time.perf_counter()
         model.eval()
         model.prior.refresh(model.encode)  # new means for validation and for the next epoch's retrieval
@@ -174,7 +174,9 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
     return summary
 
 
-def train_epoch(model, optimizer, train_x, batch_size, beta, shuffle, epoch, max_steps: int | None = None) -> dict:
+def train_epoch(
+    model, optimizer, train_x, batch_size, beta, shuffle, epoch, max_steps: int | None = None, progress: bool = False
+) -> dict:
     """One pass over the shuffled training set (or its first ``max_steps`` minibatches, for benchmarks);
     mean (over batches) loss, -rec and KL of the beta-ELBO."""
     model.train()
@@ -183,7 +185,8 @@ def train_epoch(model, optimizer, train_x, batch_size, beta, shuffle, epoch, max
     if max_steps is not None:
         order = order[: max_steps * batch_size]
     n_batches = 0
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=f"epoch {epoch}", unit="step", leave=False, disable=not progress, dynamic_ncols=True):
         index = order[start : start + batch_size]
         x = dynamic_binarize(train_x[index].cpu(), shuffle).to(train_x.device)
         loss, parts = model.loss(x, index=index, beta=beta)
