@@ -62,14 +62,13 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}: {getattr(self, key)!r} is not one of {list(allowed)}")
-        positive = ("latent_dim", "hidden", "pseudo_inputs", "exemplar_k", "batch_size", "max_epochs", "threads",
-                    "eval_batch_size")
+        positive = ("latent_dim", "hidden", "pseudo_inputs", "exemplar_k", "batch_size", "max_epochs", "patience",
+                    "threads", "eval_batch_size")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
-        for key in ("warmup_epochs", "patience"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs: must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.lr < 1:
             raise ConfigError(f"lr: must be in (0, 1), got {self.lr}")
         if not 0 < self.exemplar_subset <= 1:

@@ -120,6 +120,17 @@ def test_resume_after_clean_stop_with_max_epochs_raised(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_tables_are_rewritten_from_the_checkpoint(tmp_path):
+    """A kill after the last checkpoint but before metrics.csv was written loses no row."""
+    cfg = tiny(prior="gaussian", max_epochs=2)
+    train(cfg, tmp_path, progress=False)
+    expected = (tmp_path / METRICS).read_text()
+    (tmp_path / "summary.json").unlink()
+    (tmp_path / METRICS).write_text("epoch\n1\n")
+    assert train(cfg, tmp_path, progress=False)["epochs_trained"] == 2
+    assert (tmp_path / METRICS).read_text() == expected
+
+
 def test_resume_with_a_different_config_is_refused(tmp_path):
     train(tiny(prior="gaussian", max_epochs=1), tmp_path, progress=False)
     (tmp_path / "summary.json").unlink()

@@ -87,7 +87,11 @@ def beta_at(epoch: int, warmup: int) -> float:
 
 
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageDataset | None = None) -> dict:
-    """Train ``cfg`` into ``out`` (resuming if ``out`` holds a checkpoint of the same config); return the summary."""
+    """Train ``cfg`` into ``out`` (resuming if ``out`` holds a checkpoint of the same config); return the summary.
+
+    ``data`` is an already loaded dataset to use as is (``load_data(cfg)`` when None, which applies the
+    config's ``max_train_images`` / ``max_val_images``).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / SUMMARY).exists():
@@ -110,6 +114,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
     if (out / CHECKPOINT).exists():
         state = _restore(out / CHECKPOINT, cfg, model, optimizer, shuffle)
         log.info("%s: resuming after epoch %d", out, state["epoch"])
+        _write_tables(out, state)  # a kill between the checkpoint and the tables must not lose a row
     write_text(out / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=True))
 
     model.prior.refresh(model.encode)
@@ -146,8 +151,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
         elif epoch >= cfg.warmup_epochs:
             state["bad_epochs"] += 1
         _checkpoint(out / CHECKPOINT, cfg, model, optimizer, shuffle, state)
-        write_text(out / METRICS, _csv(state["history"], METRIC_COLUMNS))
-        write_text(out / TIMING, _csv(state["timing"], TIMING_COLUMNS))
+        _write_tables(out, state)
         epochs.set_postfix(train=f"{row['train_loss']:.2f}", val=f"{row['val_loss']:.2f}", best=state["best_epoch"])
         if not progress:
             log.info("epoch %d/%d train %.3f val %.3f beta %.2f %.1fs (steps %.1fs)", epoch, cfg.max_epochs,
@@ -213,6 +217,11 @@ def evaluate_elbo(model: LatentVariableModel, x_binary: torch.Tensor, batch_size
         sums += torch.stack([-t["rec"].double().sum(), t["kl"].double().sum()])
     rec, kl = (sums / len(x_binary)).tolist()
     return {"loss": rec + kl, "rec": rec, "kl": kl}
+
+
+def _write_tables(out: Path, state: dict) -> None:
+    write_text(out / METRICS, _csv(state["history"], METRIC_COLUMNS))
+    write_text(out / TIMING, _csv(state["timing"], TIMING_COLUMNS))
 
 
 def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
