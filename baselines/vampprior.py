@@ -1,7 +1,9 @@
 """The VampPrior (Tomczak & Welling, 2018): p(z) = (1/K) sum_k q(z | u_k) over K learned pseudo-inputs.
 
-Pseudo-inputs are kept in [0, 1] by a hard tanh of free parameters initialised N(0.05, 0.01),
-as in the VampPrior code; each component uses the full posterior (mean and diagonal variance).
+Pseudo-inputs are kept in [0, 1] by a hard tanh of free parameters initialised N(0.05, 0.01): the
+VampPrior code's bias-free linear layer applied to one-hot inputs, whose weight columns are exactly
+these parameters (so AdamNormGrad normalises the same single tensor). Each component uses the full
+posterior (mean and diagonal variance) of its pseudo-input.
 """
 
 from __future__ import annotations

@@ -18,6 +18,12 @@ Choices where method.md is silent (the authors' code where it tells):
   checkpoint is kept from any epoch, warm-up included.
 * A non-finite loss stops the run with ``TrainingDivergedError`` before the step is taken; no
   checkpoint is written for that epoch, so the last good one stays.
+* Randomness: the global torch RNG, seeded with ``seed``, drives initialisation, reparameterisation
+  and exemplar subsets; a separate generator seeded with ``seed + 1`` shuffles the training set each
+  epoch and draws the dynamic binarisation. Both states are checkpointed. A last, smaller minibatch
+  is kept when N is not a multiple of the batch size.
+* ``train_loss`` in metrics.csv is the mean over minibatches of the beta-weighted loss (what was
+  optimised); ``val_loss`` is the negative ELBO with beta = 1.
 """
 
 from __future__ import annotations
