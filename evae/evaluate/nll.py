@@ -7,10 +7,12 @@ come from the model's own densities (``Sample.log_weight`` composition: for two-
 proposal q(z1, z2 | x) and the prior p(z1 | z2) p(z2)); log-mean-exp in float64, over all S samples of
 an image; samples are drawn ``chunk`` at a time to bound memory.
 
-* One-level VAE: each test image is encoded once; the S latents are drawn with the model's own
-  ``reparameterize`` (same random numbers as ``sample_pass`` on the repeated image) and decoded in
-  large batches, the clamped Bernoulli likelihood taken from the logits (``log_bernoulli_logits``).
-* Other models: ``model.sample_pass`` on the repeated image (every density as the model defines it).
+* One-level VAE: each test image is encoded once; its S latents are drawn at once with the model's
+  own ``reparameterize`` (the random numbers ``sample_pass`` on the S-times repeated image would use,
+  and independent of ``chunk``) and decoded ``chunk`` at a time, the clamped Bernoulli likelihood
+  taken from the logits (``log_bernoulli_logits``).
+* Other models: ``model.sample_pass`` on the image repeated ``chunk`` times (every density as the
+  model defines it; the random stream then depends on ``chunk``, which the result records).
 * Exemplar prior: all N exemplar means (cached after refresh, no LOO) through
   ``evae.evaluate.exemplar_logprior``, exact or certified to ``exemplar_bound`` nats. The estimate is
   then a lower bound on the exact IW estimate within the certified bound: each image's log p(x) estimate
@@ -88,18 +90,19 @@ def estimate_image(model, x: torch.Tensor, samples: int, chunk: int = DEFAULT_CH
     """Importance-weighted estimate of log p(x) for one binary image ``x`` [P] (global torch RNG)."""
     x = x.reshape(1, -1)
     mean, logvar = model.encode(x)
-    rest, latents = [], []  # log p(x|.) + log p(lower|z) - log q, float32; and the top latents z
-    for start in range(0, samples, chunk):
-        n = min(chunk, samples - start)
-        if isinstance(model, VAE):
-            z = reparameterize(mean.expand(n, -1), logvar.expand(n, -1))
-            rest.append(log_bernoulli_logits(x[0], model.decoder(z)) - log_normal_diag(z, mean, logvar))
-        else:
-            s = model.sample_pass(x.expand(n, -1))
-            z = s.z
+    rest = []  # log p(x | latents) + log p(lower latents | z) - log q(latents | x), float32
+    if isinstance(model, VAE):
+        z = reparameterize(mean.expand(samples, -1), logvar.expand(samples, -1))  # all S at once: chunk-free
+        for start in range(0, samples, chunk):
+            zc = z[start : start + chunk]
+            rest.append(log_bernoulli_logits(x[0], model.decoder(zc)) - log_normal_diag(zc, mean, logvar))
+    else:
+        latents = []
+        for start in range(0, samples, chunk):
+            s = model.sample_pass(x.expand(min(chunk, samples - start), -1))
             rest.append(s.log_px + s.log_p_inner - s.log_q)
-        latents.append(z)
-    z = torch.cat(latents)
+            latents.append(s.z)
+        z = torch.cat(latents)
     certified, computed = 0.0, 1.0
     if isinstance(model.prior, ExemplarPrior):
         prior = exemplar_log_prior(z, mean[0], model.prior.cached_means, model.prior.logvar, bound=exemplar_bound)
