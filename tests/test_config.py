@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from evae.config import ConfigError, TrainConfig
 
@@ -65,8 +66,6 @@ def test_digests():
 def test_file_round_trip_and_errors(tmp_path):
     cfg = TrainConfig(dataset="mnist_subset", prior="vampprior", lr=1e-3)
     path = tmp_path / "c.yaml"
-    import yaml
-
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     assert TrainConfig.from_file(path) == cfg
     path.write_text("- a\n- b\n")

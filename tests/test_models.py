@@ -10,7 +10,6 @@ from torch import distributions as D
 
 from evae.config import TrainConfig
 from evae.models import ARCHITECTURES, build_model
-from evae.models.base import bernoulli_means
 
 PRIORS = [("gaussian", "exact"), ("vampprior", "exact"), ("exemplar", "exact"), ("exemplar", "knn")]
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 from torch import distributions as D
 from torch import nn
@@ -19,7 +20,7 @@ from torch import nn
 from baselines.gaussian import GaussianPrior
 from baselines.vampprior import VampPrior
 from evae.priors.exemplar import ExemplarPrior
-from evae.priors.mixture import uniform_mixture
+from evae.priors.mixture import streaming_isotropic_mixture, uniform_mixture
 
 LATENT = 4
 
@@ -65,8 +66,6 @@ def test_evaluation_mode_equals_scipy_mixture_over_all_exemplars():
     ref = reference_log_mixture(z, means, variance=math.exp(prior.logvar.item()))  # float32 log(0.5), exactly
     np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-9)
     # chunked streaming gives the same as one block
-    from evae.priors.mixture import streaming_isotropic_mixture
-
     np.testing.assert_allclose(
         streaming_isotropic_mixture(z, prior.cached_means, prior.logvar.detach(), chunk=7).numpy(), ref, rtol=0, atol=1e-9
     )
@@ -191,8 +190,6 @@ def test_knn_mode_equals_exact_loo_when_k_covers_every_exemplar():
 
 
 def test_nearest_cached_means_are_the_exact_euclidean_neighbours():
-    from scipy.spatial.distance import cdist
-
     prior = exemplar_prior(n=200, mode="knn", seed=10)
     _, encode = linear_encoder(6, seed=10)
     prior.refresh(encode)
