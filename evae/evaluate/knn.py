@@ -94,6 +94,7 @@ def knn_probe(run_dir: str | Path, out: str | Path, ks=DEFAULT_KS, pixel_baselin
         "k_selection": "lowest validation error with the training split as references (ties: smaller k)",
         "references": {"validation": "train", "test": "train + val"},
         "split": {"select": "val", "report": "test"},
+        "seed": None,  # nothing random: encoder means and exact search
         "run": provenance,
         "data": {"name": data.name, "sizes": data.sizes(), **data.provenance},
         "environment": environment(run.device),
