@@ -68,8 +68,8 @@ def slurm_node() -> dict:
         pytest.skip("starting munged, slurmctld and slurmd (and installing them with apt-get) needs root")
     if shutil.which("pgrep") is None:
         pytest.skip("pgrep (procps) is missing: the test could not check that it left no daemon behind")
-    if running():
-        pytest.skip(f"Slurm or munge is already running here ({', '.join(running())}); the test starts its own cluster only")
+    if busy := running():
+        pytest.skip(f"Slurm or munge is already running here ({', '.join(busy)}); the test starts and stops its own cluster only")
     try:
         up = subprocess.run([CLUSTER_SCRIPTS / "up.sh", STATE], capture_output=True, text=True, timeout=600)
         if up.returncode != 0:
@@ -78,24 +78,27 @@ def slurm_node() -> dict:
         yield {key: int(re.search(rf"\b{key}=(\d+)", node).group(1)) for key in ("CPUTot", "RealMemory")}
     finally:
         down = subprocess.run([CLUSTER_SCRIPTS / "down.sh", STATE], capture_output=True, text=True, timeout=120)
-        left = running()
+        left = running() + [f"job {pid}" for pid in subprocess.run(
+            ["pgrep", "-f", "executor slurm-jobstep"], capture_output=True, text=True).stdout.split()]
         assert down.returncode == 0 and not left, f"cluster not stopped cleanly: {down.stderr} still running: {left}"
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: float = 900) -> tuple[int, str]:
-    """Snakemake's exit status and output. On timeout it gets SIGINT, which scancels its jobs (SIGTERM would not)."""
+    """Snakemake's exit status and output. Stopped with SIGINT, which scancels its jobs (SIGTERM would not)."""
     proc = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output = proc.communicate(timeout=timeout)[0]
-    except subprocess.TimeoutExpired:
+    except BaseException as stop:  # the timeout, or Ctrl-C on pytest: stop Snakemake and its jobs before going on
         os.killpg(proc.pid, signal.SIGINT)
         try:
             output = proc.communicate(timeout=120)[0]
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             output = proc.communicate()[0]
-        raise AssertionError(f"snakemake {' '.join(args)} did not finish in {timeout} s:\n{output[-6000:]}") from None
+        if isinstance(stop, subprocess.TimeoutExpired):
+            raise AssertionError(f"snakemake {' '.join(args)} did not finish in {timeout} s:\n{output[-6000:]}") from None
+        raise
     return proc.returncode, output
 
 

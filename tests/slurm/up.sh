@@ -80,6 +80,7 @@ mv "$CONF.tmp" "$CONF"
 : >"$STATE/pids"
 
 rm -f /run/munge/munged.pid /run/slurm/slurmctld.pid /run/slurm/slurmd.pid
+: >/var/log/slurm/slurmctld.log && : >/var/log/slurm/slurmd.log && chown slurm:slurm /var/log/slurm/slurmctld.log
 runuser -u munge -- /usr/sbin/munged || fail "munged did not start"
 record munged /run/munge/munged.pid
 wait_for 10 "munge to issue and check a credential" bash -c 'munge -n | unmunge'
