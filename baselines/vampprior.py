@@ -4,6 +4,9 @@ Pseudo-inputs are kept in [0, 1] by a hard tanh of free parameters initialised N
 VampPrior code's bias-free linear layer applied to one-hot inputs, whose weight columns are exactly
 these parameters (so AdamNormGrad normalises the same single tensor). Each component uses the full
 posterior (mean and diagonal variance) of its pseudo-input.
+
+Pseudo-inputs live in the units of the training images: [0, 1] gray levels, or for uint8 images
+(CelebA levels 0..255, an extension beyond the paper) the [0, 1] values times 255.
 """
 
 from __future__ import annotations
@@ -17,17 +20,22 @@ from evae.priors.mixture import diagonal_log_kernel, uniform_mixture
 
 
 class VampPrior(Prior):
-    def __init__(self, input_dim: int, num_pseudo: int = 500, init_mean: float = 0.05, init_std: float = 0.01):
+    def __init__(
+        self, input_dim: int, num_pseudo: int = 500, init_mean: float = 0.05, init_std: float = 0.01, scale: float = 1.0
+    ):
         super().__init__()
+        self.scale = scale
         self.pseudo_raw = nn.Parameter(torch.randn(num_pseudo, input_dim) * init_std + init_mean)
 
     @classmethod
     def from_config(cls, cfg, train_images: torch.Tensor) -> "VampPrior":
-        return cls(train_images.shape[1], cfg.pseudo_inputs)
+        scale = 255.0 if train_images.dtype == torch.uint8 else 1.0
+        return cls(train_images.shape[1], cfg.pseudo_inputs, scale=scale)
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:
-        return F.hardtanh(self.pseudo_raw, 0.0, 1.0)
+        u = F.hardtanh(self.pseudo_raw, 0.0, 1.0)
+        return u if self.scale == 1.0 else u * self.scale
 
     def describe(self) -> dict:
         return {"num_pseudo": self.pseudo_raw.shape[0]}

@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
-DATASETS = ("mnist", "fashion_mnist", "omniglot", "omniglot_raw28", "mnist_subset")
-ARCHITECTURES = ("vae", "hvae", "convhvae")
+DATASETS = ("mnist", "fashion_mnist", "omniglot", "omniglot_raw28", "mnist_subset", "celeba", "celeba_sample")
+ARCHITECTURES = ("vae", "hvae", "convhvae", "convvae64")
+COLOUR_DATASETS = ("celeba", "celeba_sample")  # 3 x 64 x 64 levels: only convvae64 models them
 PRIORS = ("gaussian", "vampprior", "exemplar")
 OPTIMIZERS = ("adamnormgrad", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -75,6 +76,11 @@ class TrainConfig:
             raise ConfigError(f"exemplar_subset: must be a fraction in (0, 1], got {self.exemplar_subset}")
         if self.max_train_images is not None and self.max_train_images < 2:
             raise ConfigError(f"max_train_images: must be >= 2 or null, got {self.max_train_images}")
+        if (self.dataset in COLOUR_DATASETS) != (self.architecture == "convvae64"):
+            raise ConfigError(
+                f"architecture {self.architecture!r} cannot model dataset {self.dataset!r}: convvae64 is for "
+                f"{list(COLOUR_DATASETS)} (3x64x64), the others for the 28x28 binary datasets"
+            )
         if self.max_val_images is not None and self.max_val_images < 1:
             raise ConfigError(f"max_val_images: must be >= 1 or null, got {self.max_val_images}")
 

@@ -40,6 +40,8 @@ def test_unknown_key_is_named_with_the_valid_ones():
         ("max_val_images", 0, r"max_val_images: must be >= 1 or null"),
         ("seed", None, r"seed: must not be null"),
         ("dataset", 3, r"dataset: expected str, got 3"),
+        ("dataset", "celeba", r"architecture 'vae' cannot model dataset 'celeba'"),
+        ("architecture", "convvae64", r"architecture 'convvae64' cannot model dataset 'mnist'"),
     ],
 )
 def test_bad_values_are_rejected_with_a_clear_message(key, value, message):

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 from torch import distributions as D
 
 from evae.config import TrainConfig
-from evae.models import ARCHITECTURES, build_model
+from evae.models import build_model
+from evae.models.celeba import log_discretized_logistic
 
+MNIST_ARCHITECTURES = ["vae", "hvae", "convhvae"]
 PRIORS = [("gaussian", "exact"), ("vampprior", "exact"), ("exemplar", "exact"), ("exemplar", "knn")]
 
 
@@ -63,7 +67,7 @@ def make(arch, prior="gaussian", mode="exact", n_exemplars=20, seed=0, **cfg):
     return build_model(config, torch.rand(n_exemplars, 784))
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", MNIST_ARCHITECTURES)
 def test_parameter_count_matches_method(arch):
     model = make(arch)
     count = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("prior."))
@@ -92,7 +96,7 @@ def test_convhvae_feature_maps():
 # --- the ELBO of every architecture x prior ------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", MNIST_ARCHITECTURES)
 @pytest.mark.parametrize(("prior", "mode"), PRIORS)
 def test_elbo_finite_and_differentiable(arch, prior, mode):
     model = make(arch, prior, mode, exemplar_subset=0.5, exemplar_k=3)
@@ -112,7 +116,7 @@ def test_elbo_finite_and_differentiable(arch, prior, mode):
         assert means.shape == (3, 784) and means.min() >= 1e-5 and means.max() <= 1 - 1e-5
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", MNIST_ARCHITECTURES)
 def test_decoder_means_clamped(arch):
     model = make(arch)
     last = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
@@ -176,3 +180,69 @@ def test_single_sample_kl_averages_to_closed_form_for_vae_gaussian():
     se = kl.std().item() / math.sqrt(len(kl))
     assert abs(kl.mean().item() - closed) < 4 * se
     assert se < 0.05 * closed  # the check is tight enough to mean something
+
+
+# --- the CelebA model: discretized logistic likelihood and ConvVAE64 -----------------------------
+
+
+@pytest.mark.parametrize(("loc", "log_scale"), [(0.3, -3.0), (0.0, -6.0), (1.2, -1.0), (0.5, 2.0), (0.5, -9.0)])
+def test_discretized_logistic_is_a_distribution_over_256_levels(loc, log_scale):
+    levels = torch.arange(256, dtype=torch.float64).unsqueeze(-1)
+    logp = log_discretized_logistic(levels, torch.tensor(loc, dtype=torch.float64), torch.tensor(log_scale, dtype=torch.float64))
+    assert torch.isfinite(logp).all()
+    assert torch.logsumexp(logp, 0).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_discretized_logistic_matches_scipy_cdf_differences():
+    rng = np.random.default_rng(0)
+    levels = np.array([0, 1, 37, 128, 254, 255], dtype=np.float64)
+    loc, log_scale = rng.uniform(0, 1, 6), rng.uniform(-4, 0, 6)
+    s = np.exp(log_scale)
+    lo = np.where(levels == 0, -np.inf, levels / 256)
+    hi = np.where(levels == 255, np.inf, (levels + 1) / 256)
+    ref = np.log(stats.logistic.cdf(hi, loc, s) - stats.logistic.cdf(lo, loc, s))
+    got = log_discretized_logistic(*(torch.from_numpy(a).unsqueeze(-1) for a in (levels, loc, log_scale)))
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-9)
+
+
+def _convvae64(prior="gaussian", mode="exact", hidden=8, latent=16, n=12):
+    torch.manual_seed(0)
+    cfg = TrainConfig(dataset="celeba_sample", architecture="convvae64", prior=prior, exemplar_mode=mode,
+                      hidden=hidden, latent_dim=latent, pseudo_inputs=5, exemplar_k=3)
+    return build_model(cfg, torch.randint(0, 256, (n, 3 * 64 * 64), dtype=torch.uint8), (3, 64, 64))
+
+
+def test_convvae64_layer_sizes_and_parameter_count():
+    h, d = 8, 16
+    model = _convvae64(hidden=h, latent=d)
+    x = torch.randint(0, 256, (2, 12288)).float()
+    assert model.encoder(x.view(2, 3, 64, 64)).shape == (2, 8 * h * 4 * 4)
+    assert model.decoder(torch.randn(2, d)).shape == (2, 12288)
+    bn = lambda c: 2 * c  # noqa: E731  (weight and bias)
+    convt = lambda ci, co, k: ci * co * k * k + co  # noqa: E731
+    expected = (
+        conv(3, h, 4) + bn(h) + conv(h, 2 * h, 4) + bn(2 * h) + conv(2 * h, 4 * h, 4) + bn(4 * h)
+        + conv(4 * h, 8 * h, 4) + bn(8 * h) + head(8 * h * 16, d)
+        + lin(d, 8 * h * 64) + convt(8 * h, 4 * h, 4) + bn(4 * h) + convt(4 * h, 2 * h, 4) + bn(2 * h)
+        + convt(2 * h, h, 4) + bn(h) + conv(h, 3, 5) + 3  # per-channel log-scales
+    )
+    assert sum(p.numel() for n, p in model.named_parameters() if not n.startswith("prior.")) == expected
+
+
+@pytest.mark.parametrize(("prior", "mode"), PRIORS)
+def test_convvae64_elbo_finite_with_every_prior(prior, mode):
+    model = _convvae64(prior, mode)
+    model.eval()
+    model.prior.refresh(model.encode)
+    model.train()
+    x = torch.randint(0, 256, (4, 12288), dtype=torch.uint8)
+    loss, _ = model.loss(x.float(), index=torch.tensor([0, 3, 5, 11]), beta=1.0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad():
+        model.prior.refresh(model.encode)
+        assert torch.isfinite(model.elbo_terms(x)["kl"]).all()
+        images = model.generate(2, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 12288) and images.min() >= 0 and images.max() <= 1

@@ -229,3 +229,23 @@ def test_every_mlp_architecture_and_prior_trains_from_cli(tmp_path, arch, prior,
 @pytest.mark.parametrize(("prior", "mode"), COMBOS)
 def test_convhvae_with_every_prior_trains_from_cli(tmp_path, prior, mode):
     _train_from_cli(tmp_path, "convhvae", prior, mode)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("prior", "mode"), COMBOS)
+def test_convvae64_trains_on_the_celeba_sample_from_cli(tmp_path, monkeypatch, shared_data, prior, mode):
+    if not (shared_data / "celeba-sample").is_dir():
+        pytest.skip(f"no celeba-sample/ in the dataset mirror {shared_data}")
+    monkeypatch.setenv("EVAE_DATA_MIRROR", str(shared_data))
+    monkeypatch.setenv("EVAE_DATA_DIR", str(tmp_path / "cache"))
+    out = tmp_path / f"celeba-{prior}-{mode}"
+    settings = dict(dataset="celeba_sample", architecture="convvae64", prior=prior, exemplar_mode=mode, hidden=8,
+                    latent_dim=16, pseudo_inputs=8, exemplar_k=3, batch_size=8, max_epochs=2, warmup_epochs=1)
+    argv = ["train", "--out", str(out), "--no-progress"] + [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
+    assert cli_main(argv) == 0
+    rows = read_metrics(out)
+    assert len(rows) == 2 and all(math.isfinite(float(r["val_loss"])) for r in rows)
+    # 24 images, 3 steps an epoch: the training loss falls (validation uses BatchNorm running averages of 3 steps)
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    run = load_run(out)
+    assert run.data.image_shape == (3, 64, 64)

@@ -47,7 +47,8 @@ class ExemplarPrior(Prior):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.mode, self.subset, self.k, self.encode_batch = mode, subset, k, encode_batch
-        self.register_buffer("exemplars", exemplars.float(), persistent=False)
+        # uint8 images (CelebA levels) stay bytes: 2 GB rather than 8 GB for 162,770 of them
+        self.register_buffer("exemplars", exemplars if exemplars.dtype == torch.uint8 else exemplars.float(), persistent=False)
         self.logvar = nn.Parameter(torch.randn(()))  # the authors draw the initial log s^2 from N(0, 1)
         self._means: torch.Tensor | None = None
         self._sq_norms: torch.Tensor | None = None  # |mu_n|^2 of the cached means, for the kNN search

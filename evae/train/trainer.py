@@ -132,7 +132,9 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
     for epoch in epochs:
         t0 = time.perf_counter()
         beta = beta_at(epoch, cfg.warmup_epochs)
-        train_stats = train_epoch(model, optimizer, train_x, cfg.batch_size, beta, shuffle, epoch, progress=progress)
+        train_stats = train_epoch(
+            model, optimizer, train_x, cfg.batch_size, beta, shuffle, epoch, progress=progress, binary=data.binary
+        )
         t1 = time.perf_counter()
         model.eval()
         model.prior.refresh(model.encode)  # new means for validation and for the next epoch's retrieval
@@ -185,10 +187,12 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
 
 
 def train_epoch(
-    model, optimizer, train_x, batch_size, beta, shuffle, epoch, max_steps: int | None = None, progress: bool = False
+    model, optimizer, train_x, batch_size, beta, shuffle, epoch, max_steps: int | None = None, progress: bool = False,
+    binary: bool = True,
 ) -> dict:
     """One pass over the shuffled training set (or its first ``max_steps`` minibatches, for benchmarks);
-    mean (over batches) loss, -rec and KL of the beta-ELBO."""
+    mean (over batches) loss, -rec and KL of the beta-ELBO. Binary datasets are re-binarised every
+    minibatch; others (CelebA levels) are passed as stored."""
     model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=train_x.device)  # loss, -rec, kl; no per-batch sync
     order = torch.randperm(len(train_x), generator=shuffle).to(train_x.device)
@@ -198,7 +202,7 @@ def train_epoch(
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc=f"epoch {epoch}", unit="step", leave=False, disable=not progress, dynamic_ncols=True):
         index = order[start : start + batch_size]
-        x = dynamic_binarize(train_x[index].cpu(), shuffle).to(train_x.device)
+        x = dynamic_binarize(train_x[index].cpu(), shuffle).to(train_x.device) if binary else train_x[index].float()
         loss, parts = model.loss(x, index=index, beta=beta)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
@@ -219,7 +223,7 @@ def evaluate_elbo(model: LatentVariableModel, x_binary: torch.Tensor, batch_size
     """Negative ELBO (beta = 1), its reconstruction and KL terms, averaged over binary images."""
     sums = torch.zeros(2, dtype=torch.float64, device=x_binary.device)  # -rec, kl
     for start in range(0, len(x_binary), batch_size):
-        t = model.elbo_terms(x_binary[start : start + batch_size])
+        t = model.elbo_terms(x_binary[start : start + batch_size].float())
         sums += torch.stack([-t["rec"].double().sum(), t["kl"].double().sum()])
     rec, kl = (sums / len(x_binary)).tolist()
     return {"loss": rec + kl, "rec": rec, "kl": kl}
