@@ -5,26 +5,25 @@ Everything is centred on the image's posterior mean c (w_s = z_s - c, v_n = mu_n
 numbers that matter are small, and split as
 
     log N(z_s; mu_n, s^2 I) = e_sn - |w_s|^2 / (2 s^2) - D/2 log(2 pi s^2),
-    e_sn = (w_s . v_n) / s^2 - |v_n|^2 / (2 s^2)        (one float32 ``addmm`` per tile).
+    e_sn = (w_s . v_n) / s^2 - |v_n|^2 / (2 s^2).
 
-Tiles of [rows x cols] (samples x exemplars) are reduced to a row-wise log-sum-exp in float32
-(max-shifted, positive terms) and accumulated across tiles in float64. The per-row terms are float64.
-Tested against a float64 brute force to 1e-6 relative.
+Exemplars are visited in increasing d_n = |v_n|, in tiles of [rows x cols] (samples x exemplars). The
+first tile of a row block sets each row's shift m_s (its maximum there: the nearest exemplars);
+every later tile is one float32 ``addmm`` that yields e_sn - m_s directly (the shift rides along as an
+extra column), then clamp, exp and a row sum: four passes over the tile, the matmul at full speed.
+Row sums are accumulated in float64; a row whose tile holds values above m_s + 79 (which the clamp
+would cut) is recomputed with a new shift. Tested against a float64 brute force to 1e-6 relative.
 
-Certified mode (``bound`` in nats): exemplars are visited in increasing d_n = |v_n|, and work is skipped
-only where it provably changes no log p(z_s) by more than ``bound``. With K_s the kernel mass summed
-so far and U_s an upper bound on the mass skipped so far, a skip is taken only if afterwards
-log(1 + U_s / K_s) <= bound for every row; K_s only grows, so the final log p(z_s) lies in
-[returned, returned + certified] with certified <= bound. Two kinds of skip:
+The clamp at m_s - 80 keeps float32 ``exp`` out of its underflow range (20-90x slower there); it adds at
+most N e^-80 (< 1e-29) relative to a row's mass, which is >= 1 after its first tile.
 
-* the rest of the exemplars, without computing them, by the triangle inequality: with
-  r = max_s |w_s| over the row block, |w_s - v_n| >= max(0, d_n - r), so
-  e_sn <= |w_s|^2 / (2 s^2) - max(0, d_n - r)^2 / (2 s^2) (summed over the tail in float64);
-* the exponentials of one tile, after its ``addmm``, by its exact row maxima:
-  sum_{n in tile} exp(e_sn) <= cols * exp(max_n e_sn) (plus a float32 rounding margin).
-
-In 40 dimensions the triangle bound is loose (samples and exemplars sit nearly orthogonally around c),
-so on trained models most of the saving comes from the second kind; see benchmarks/nll.py.
+Certified mode (``bound`` in nats) stops before the farthest exemplars when the triangle inequality
+proves they cannot matter: with r = max_s |w_s| over the row block, |w_s - v_n| >= max(0, d_n - r), so
+the skipped mass of row s is at most exp(|w_s|^2 / (2 s^2)) sum_{n >= k} exp(-max(0, d_n - r)^2 / (2 s^2)).
+The walk stops at the first tile where, for every row, log(1 + skipped bound / mass so far) <= bound;
+the exact log p(z_s) then lies in [returned, returned + certified], certified <= bound. In 40
+dimensions this bound is loose when the posterior is wide compared with s (samples and exemplars sit
+nearly orthogonally around c): see benchmarks/nll.py for how much it skips.
 """
 
 from __future__ import annotations
@@ -37,7 +36,8 @@ import torch
 from evae.distributions import LOG_2PI
 
 ROWS, COLS = 512, 2048  # tile shape: [512 x 2048] float32 = 4 MB, about the L2 cache of one core
-_U32 = 2.0**-24  # float32 unit roundoff
+CLAMP = 80.0  # exp arguments are clamped to [-CLAMP, CLAMP] around the row shift
+_RESHIFT = math.exp(CLAMP - 1)  # a tile row sum this large may hold clamped values: recompute it
 
 
 @dataclass
@@ -46,8 +46,7 @@ class MixtureLogDensity:
 
     log_prob: torch.Tensor  # [S] float64
     certified: float  # nats: exact log p(z_s) lies in [log_prob, log_prob + certified] for every s
-    computed_fraction: float  # share of (sample, exemplar) pairs whose e_sn was computed
-    summed_fraction: float  # share whose exp(e_sn) entered the sum
+    computed_fraction: float  # share of (sample, exemplar) kernels computed
 
 
 def exemplar_log_prior(
@@ -76,81 +75,67 @@ def exemplar_log_prior(
     w = z.double() - c
     v = means.double() - c
     v_sq = (v * v).sum(1)
-    if bound is not None:
-        order = torch.argsort(v_sq)
-        v, v_sq = v[order], v_sq[order]
-    w_scaled32 = (w / var).float()
-    v32 = v.float()
-    bias32 = (v_sq * (-0.5 / var)).float()
+    order = torch.argsort(v_sq)
+    v, v_sq = v[order], v_sq[order]
+    # e_sn - m_s = [w_s / s^2, -m_s] . [v_n, 1] - |v_n|^2 / (2 s^2): the last column of w_aug holds -m_s
+    w_aug = torch.cat([(w / var).float(), torch.zeros(len(w), 1, dtype=torch.float32, device=w.device)], 1)
+    v_aug = torch.cat([v.float(), torch.ones(n, 1, dtype=torch.float32, device=v.device)], 1)
+    bias = (v_sq * (-0.5 / var)).float()
     w_half_sq = (w * w).sum(1) * (0.5 / var)  # |w_s|^2 / (2 s^2), float64
 
-    log_mass = torch.full((len(z),), -math.inf, dtype=torch.float64, device=z.device)
+    log_mass = torch.empty(len(z), dtype=torch.float64, device=z.device)
     log_skipped = torch.full_like(log_mass, -math.inf)
-    computed = summed = 0
-    if bound is None:
-        for r0 in range(0, len(z), rows):
-            for c0 in range(0, n, cols):
-                tile = _tile(w_scaled32[r0 : r0 + rows], v32, bias32, c0, cols)
-                log_mass[r0 : r0 + rows] = torch.logaddexp(log_mass[r0 : r0 + rows], _row_log_sum_exp(tile, tile.amax(1)))
-        computed = summed = len(z) * n
-    else:
-        slack = math.log(math.expm1(bound)) if bound > 0 else -math.inf
-        dist = v_sq.sqrt()
-        for r0 in range(0, len(z), rows):
-            sl = slice(r0, r0 + rows)
-            c_, s_ = _certified_rows(
-                w_scaled32[sl], w_half_sq[sl], v32, bias32, dist, var, slack, log_mass[sl], log_skipped[sl], cols, d
-            )
-            computed += c_
-            summed += s_
+    computed = 0
+    for r0 in range(0, len(z), rows):
+        sl = slice(r0, r0 + rows)
+        tail = None
+        if bound is not None:
+            radius = float(w_half_sq[sl].mul(2 * var).sqrt().max())
+            gap = (v_sq.sqrt() - radius).clamp_min(0)
+            tail = torch.logcumsumexp((gap * gap * (-0.5 / var)).flip(0), 0).flip(0)
+        computed += _row_block(w_aug[sl], v_aug, bias, cols, log_mass[sl], log_skipped[sl], tail, w_half_sq[sl], bound)
 
     const = 0.5 * d * (LOG_2PI + math.log(var)) + math.log(n)
     certified = float(torch.log1p(torch.exp(log_skipped - log_mass)).max()) if bound is not None else 0.0
-    total = len(z) * n
-    return MixtureLogDensity(log_mass - w_half_sq - const, certified, computed / total, summed / total)
+    return MixtureLogDensity(log_mass - w_half_sq - const, certified, computed / (len(z) * n))
 
 
-def _tile(w_scaled32, v32, bias32, c0, cols) -> torch.Tensor:
-    """e_sn for the rows given and exemplars [c0, c0 + cols), float32."""
-    return torch.addmm(bias32[c0 : c0 + cols], w_scaled32, v32[c0 : c0 + cols].T)
+def _row_block(w_aug, v_aug, bias, cols, log_mass, log_skipped, tail, w_half_sq, bound) -> int:
+    """Fill ``log_mass`` (log sum_n exp(e_sn)) for one block of rows; with ``tail``, stop where certified.
 
-
-def _row_log_sum_exp(tile: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
-    """Row-wise log sum exp of ``tile`` (overwritten) given its row maxima ``top``, returned in float64.
-
-    Shifted values are floored at -80 before ``exp``: float32 ``exp`` is ~20x slower where it underflows
-    into subnormals, and the floor adds at most cols * e^-80 (< 1e-30) relative to a row's sum.
+    Returns the number of kernels computed. ``w_aug``'s shift column is written in place.
     """
-    mass = tile.sub_(top.unsqueeze(1)).clamp_min_(-80.0).exp_().sum(1)
-    return top.double() + mass.double().log()
-
-
-def _certified_rows(w_scaled32, w_half_sq, v32, bias32, dist, var, slack, log_mass, log_skipped, cols, d):
-    """Certified skipping for one block of rows; updates ``log_mass`` and ``log_skipped`` in place."""
-    n = len(dist)
-    w_norm = w_half_sq.mul(2 * var).sqrt()  # |w_s|, float64
-    radius = float(w_norm.max())
-    # log of the triangle-inequality bound on sum_{n >= k} exp(e_sn), without the row term |w_s|^2/(2 s^2)
-    gap = (dist - radius).clamp_min(0)
-    tail = torch.logcumsumexp((gap * gap * (-0.5 / var)).flip(0), 0).flip(0)
-    budget = lambda: log_mass + slack  # noqa: E731  (log of (e^bound - 1) K_s)
-    computed = summed = 0
-    for c0 in range(0, n, cols):
-        rest = tail[c0] + w_half_sq
-        if bool((torch.logaddexp(log_skipped, rest) <= budget()).all()):
-            log_skipped.copy_(torch.logaddexp(log_skipped, rest))
-            break
-        tile = _tile(w_scaled32, v32, bias32, c0, cols)
-        top = tile.amax(1)
-        width = tile.shape[1]
+    n = len(bias)
+    w_aug[:, -1] = 0
+    first = torch.addmm(bias[:cols], w_aug, v_aug[:cols].T)
+    shift = first.amax(1)
+    mass = _exp_sum(first.sub_(shift.unsqueeze(1)))
+    w_aug[:, -1] = -shift
+    computed = first.numel()
+    slack = math.log(math.expm1(bound)) if bound else -math.inf
+    for c0 in range(cols, n, cols):
+        if tail is not None:
+            rest = tail[c0] + w_half_sq - shift.double()  # log bound on the remaining mass, relative to the shift
+            if bool((rest <= mass.log() + slack).all()):
+                log_skipped.copy_(rest + shift.double())
+                break
+        tile = torch.addmm(bias[c0 : c0 + cols], w_aug, v_aug[c0 : c0 + cols].T)  # e_sn - m_s
         computed += tile.numel()
-        # float32 rounding of e_sn: |error| <= (D + 6) u (|w_s| |v_n| / s^2 + |v_n|^2 / (2 s^2)) for the tile's largest |v_n|
-        v_max = float(dist[c0 : c0 + cols].max())
-        margin = (d + 6) * _U32 * (w_norm * v_max / var + v_max * v_max * (0.5 / var))
-        upper = top.double() + margin + math.log(width)
-        if bool((torch.logaddexp(log_skipped, upper) <= budget()).all()):
-            log_skipped.copy_(torch.logaddexp(log_skipped, upper))
-            continue
-        log_mass.copy_(torch.logaddexp(log_mass, _row_log_sum_exp(tile, top)))
-        summed += tile.numel()
-    return computed, summed
+        part = _exp_sum(tile)
+        high = part >= _RESHIFT
+        if bool(high.any()):  # values above m_s + 79 were clamped: recompute these rows with a larger shift
+            again = torch.addmm(bias[c0 : c0 + cols], w_aug[high], v_aug[c0 : c0 + cols].T)
+            top = again.amax(1)
+            new_shift = shift[high] + top
+            mass[high] = mass[high] * torch.exp(shift[high].double() - new_shift.double())
+            part[high] = _exp_sum(again.sub_((new_shift - shift[high]).unsqueeze(1)))
+            shift[high] = new_shift
+            w_aug[high, -1] = -new_shift
+        mass += part
+    log_mass.copy_(shift.double() + mass.log())
+    return computed
+
+
+def _exp_sum(shifted: torch.Tensor) -> torch.Tensor:
+    """Row sums of exp(``shifted``) (overwritten), arguments clamped to [-CLAMP, CLAMP]; float64."""
+    return shifted.clamp_(-CLAMP, CLAMP).exp_().sum(1).double()

@@ -1,0 +1,165 @@
+"""Images per second of the importance-weighted NLL (S = 5000 samples per image), on 1 and 2 threads.
+
+    python benchmarks/nll.py                 # 10 images per measurement
+    python benchmarks/nll.py --quick         # 2 images, 1 thread: well under a minute
+    python benchmarks/nll.py --run DIR       # exemplar means from a trained run (see below)
+
+Rows:
+
+* ``gaussian / one-level fast path``: the whole estimator for the MLP VAE with the Gaussian prior
+  (encode once, S latents, decoder logits in chunks, clamped Bernoulli from logits, log-mean-exp);
+* ``gaussian / sample_pass``: the same estimate through ``model.sample_pass`` on the repeated image
+  (what any model gets), for comparison;
+* ``exemplar log-prior / exact`` and ``/ certified 1e-3``: the exemplar prior's log-density of the S
+  samples of one image over N = 50,000 exemplar means (the hot spot), exact or with certified skipping.
+  The fraction of (sample, exemplar) kernels computed is shown.
+
+Exemplar means: with ``--run DIR`` (a trained exemplar-prior run), its encoder applied to 50,000 MNIST
+training images (dataset mirror: ``EVAE_DATA_MIRROR`` or ../shared/data) with its learned variance,
+and the S samples drawn from its posterior of MNIST test images. Without it, synthetic means with the
+spread measured on a briefly trained exemplar VAE (10 class clusters; nearest-neighbour distance about
+a third of the median distance; prior s = 1.5; posterior std 0.9). Models are untrained (speed does
+not depend on the weights) unless ``--run`` is given.
+
+Targets (issue "Evaluation"): Gaussian >= 16 images/s; exemplar prior (N = 50,000, S = 5000, exact or
+certified to 1e-3 nats) >= 20 images/s, on this 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from baselines.gaussian import GaussianPrior
+from evae.evaluate.exemplar_logprior import exemplar_log_prior
+from evae.evaluate.nll import estimate_image
+from evae.io import write_json
+from evae.models import VAE
+from evae.provenance import environment, set_threads
+
+SAMPLES, EXEMPLARS, LATENT = 5000, 50_000, 40
+
+
+def mnist():
+    """MNIST (gray train, binary test) from the mirror, or None."""
+    mirror = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    if "EVAE_DATA_MIRROR" not in os.environ and mirror.is_dir():
+        os.environ["EVAE_DATA_MIRROR"] = str(mirror)
+    try:
+        from evae.data import load_dataset
+
+        data = load_dataset("mnist", download=False)
+        return data.train, data.test_binary
+    except Exception as err:
+        print(f"MNIST not available ({err}); using synthetic images", file=sys.stderr)
+        return None
+
+
+def test_images(n: int) -> torch.Tensor:
+    data = mnist()
+    if data is not None:
+        return torch.from_numpy(data[1][:n])
+    return (torch.rand(n, 784, generator=torch.Generator().manual_seed(0)) < 0.13).float()
+
+
+def synthetic_scene(images: int, seed: int = 0):
+    """Exemplar means, log-variance, and per-image (posterior mean, S samples)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 1.5 * torch.randn(10, LATENT, generator=g)
+    means = centres[torch.randint(10, (EXEMPLARS,), generator=g)] + 2.0 * torch.randn(EXEMPLARS, LATENT, generator=g)
+    scenes = []
+    for _ in range(images):
+        c = centres[torch.randint(10, (1,), generator=g)][0] + 2.0 * torch.randn(LATENT, generator=g)
+        scenes.append((c, c + 0.9 * torch.randn(SAMPLES, LATENT, generator=g)))
+    return means, math.log(1.5**2), scenes, "synthetic (10 clusters, s = 1.5, posterior std 0.9)"
+
+
+def run_scene(run_dir: str, images: int):
+    from evae.train.trainer import load_run
+
+    data = mnist()
+    if data is None:
+        raise SystemExit("--run needs MNIST from the dataset mirror (EVAE_DATA_MIRROR)")
+    run = load_run(run_dir)
+    model = run.model
+    with torch.no_grad():
+        train = torch.from_numpy(data[0][:EXEMPLARS])
+        means = torch.cat([model.encode(train[i : i + 2000])[0] for i in range(0, len(train), 2000)])
+        mu, logvar = model.encode(torch.from_numpy(data[1][:images]))
+    g = torch.Generator().manual_seed(0)
+    scenes = [(mu[i], mu[i] + (0.5 * logvar[i]).exp() * torch.randn(SAMPLES, LATENT, generator=g)) for i in range(images)]
+    return means, float(model.prior.logvar), scenes, f"encoder of {run_dir} on MNIST ({len(means)} means)"
+
+
+def time_per_image(fn, items) -> float:
+    fn(items[0])  # warm-up
+    t0 = time.perf_counter()
+    for item in items:
+        fn(item)
+    return len(items) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 images, 1 thread")
+    parser.add_argument("--images", type=int, default=None, help="images per measurement (default 10; quick 2)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts (default 1 2; quick 1)")
+    parser.add_argument("--run", default=None, help="trained exemplar run: realistic exemplar means")
+    parser.add_argument("--out", default=None, help="also write the table as JSON")
+    args = parser.parse_args()
+    n_images = args.images or (2 if args.quick else 10)
+    threads = args.threads or ([1] if args.quick else [1, 2])
+
+    torch.manual_seed(0)
+    model = VAE(GaussianPrior(LATENT)).eval()
+    xs = test_images(n_images)
+    means, logvar, scenes, source = run_scene(args.run, n_images) if args.run else synthetic_scene(n_images)
+
+    def sample_pass_estimate(x):
+        with torch.no_grad():
+            s = model.sample_pass(x.reshape(1, -1).expand(SAMPLES, -1))
+            log_w = s.log_weight(model.log_prior(s.z)).double()
+        return torch.logsumexp(log_w, 0) - math.log(SAMPLES)
+
+    fractions = {}
+
+    def prior(bound):
+        def fn(scene):
+            r = exemplar_log_prior(scene[1], scene[0], means, logvar, bound=bound)
+            fractions[bound] = (r.computed_fraction, r.certified)
+        return fn
+
+    rows = []
+    for t in threads:
+        set_threads(t)
+        cases = [
+            ("gaussian", "one-level fast path", lambda x: estimate_image(model, x, SAMPLES), list(xs)),
+            ("gaussian", "sample_pass", sample_pass_estimate, list(xs)),
+            ("exemplar log-prior", "exact", prior(None), scenes),
+            ("exemplar log-prior", "certified 1e-3", prior(1e-3), scenes),
+        ]
+        for what, path, fn, items in cases:
+            rate = time_per_image(fn, items)
+            bound = None if path == "exact" else 1e-3
+            extra = ""
+            if what.startswith("exemplar"):
+                computed, certified = fractions[bound]
+                extra = f"kernels computed {computed:.1%}, certified {certified:.1e} nats"
+            rows.append({"what": what, "path": path, "threads": t, "images_per_second": rate, "note": extra})
+            print(f"{what:20s} {path:22s} threads {t}  {rate:7.2f} images/s  {extra}", flush=True)
+
+    print(f"\nS = {SAMPLES}, N = {len(means)} exemplars ({source}), {n_images} images per row")
+    if args.out:
+        write_json(args.out, {"rows": rows, "samples": SAMPLES, "exemplars": len(means), "exemplar_source": source,
+                              "images": n_images, "environment": environment("cpu")})
+
+
+if __name__ == "__main__":
+    main()
