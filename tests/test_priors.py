@@ -140,6 +140,23 @@ def test_exact_mode_subset_with_replacement_masks_every_copy_and_counts_kept():
     assert got[0] == pytest.approx(logsumexp(kern) - math.log(4), abs=1e-4)
 
 
+def test_exact_mode_gradient_counts_every_copy_of_a_repeated_exemplar():
+    prior = exemplar_prior(n=6, subset=6).train()
+    lin, encode = linear_encoder(6)
+    comp = torch.tensor([2, 0, 2, 5, 1, 4])
+    prior.draw_components = lambda: comp
+    torch.manual_seed(4)
+    z = torch.randn(3, LATENT)
+    prior.log_prob(z, encode).sum().backward()
+    got = lin.weight.grad.clone()
+    lin.weight.grad = None
+    # reference: every drawn copy encoded on its own, the mixture written out with torch.distributions
+    means = lin(prior.exemplars[comp])
+    kernel = D.Independent(D.Normal(means, torch.exp(0.5 * prior.logvar.detach())), 1).log_prob(z.unsqueeze(1))
+    (torch.logsumexp(kernel, 1) - math.log(6)).sum().backward()
+    torch.testing.assert_close(got, lin.weight.grad)
+
+
 def test_exact_mode_subset_draws_are_uniform_with_replacement():
     n, m = 20, 1000
     prior = exemplar_prior(n=n, subset=m)

@@ -103,7 +103,10 @@ class ExemplarPrior(Prior):
 
     def _log_prob_exact(self, z, encoder, index):
         comp = self.draw_components()
-        means = encoder(self.exemplars[comp])[0]
+        # each distinct exemplar is encoded once (M = N/2 draws with replacement hold ~0.79 M distinct ones);
+        # copies share its mean, and its gradient collects every copy's contribution, as separate encodings would
+        distinct, copy_of = torch.unique(comp, return_inverse=True)
+        means = encoder(self.exemplars[distinct])[0][copy_of]
         mask = None if index is None else comp.unsqueeze(0) == index.unsqueeze(1)
         return uniform_mixture(isotropic_log_kernel(z, means, self.logvar), mask)
 
