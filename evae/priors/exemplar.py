@@ -105,6 +105,7 @@ class ExemplarPrior(Prior):
         comp = self.draw_components()
         # each distinct exemplar is encoded once (M = N/2 draws with replacement hold ~0.79 M distinct ones);
         # copies share its mean, and its gradient collects every copy's contribution, as separate encodings would
+        # (for encoders with BatchNorm, the ConvVAE64, the batch statistics are those of the distinct exemplars)
         distinct, copy_of = torch.unique(comp, return_inverse=True)
         means = encoder(self.exemplars[distinct])[0][copy_of]
         mask = None if index is None else comp.unsqueeze(0) == index.unsqueeze(1)
