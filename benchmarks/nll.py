@@ -95,7 +95,7 @@ def run_scene(run_dir: str, images: int):
         mu, logvar = model.encode(torch.from_numpy(data[1][:images]))
     g = torch.Generator().manual_seed(0)
     scenes = [(mu[i], mu[i] + (0.5 * logvar[i]).exp() * torch.randn(SAMPLES, LATENT, generator=g)) for i in range(images)]
-    return means, float(model.prior.logvar), scenes, f"encoder of {run_dir} on MNIST ({len(means)} means)"
+    return means, float(model.prior.logvar.detach()), scenes, f"encoder of {run_dir} on MNIST ({len(means)} means)"
 
 
 def time_per_image(fn, items) -> float:
