@@ -82,7 +82,7 @@ def fit(
     """Train ``classifier`` in place; one history row per epoch (``evaluate(classifier)`` adds its keys)."""
     optimizer = torch.optim.SGD(classifier.parameters(), lr=LR, momentum=MOMENTUM)
     history = []
-    for epoch in track(range(1, epochs + 1), epochs, "classifier epochs", progress, every=0.0):
+    for epoch in track(range(1, epochs + 1), epochs, "classifier epochs", progress):
         t0 = time.perf_counter()
         lr = lr_at(epoch, epochs)
         for group in optimizer.param_groups:
@@ -107,6 +107,8 @@ def fit(
             row.update(evaluate(classifier))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
+        if not progress:
+            log.info("epoch %d/%d: %s", epoch, epochs, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
     return history
 
 
