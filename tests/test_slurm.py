@@ -18,6 +18,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,14 +41,13 @@ TEST_CLUSTER_FLAGS = (
     "--seconds-between-status-checks", "1",
 )
 SMOKE = ("--configfile", "config/smoke.yaml")
-# Two smoke runs (the MLP VAE with the Gaussian and the exemplar prior) and the figures drawn from them.
+# Two smoke runs (the MLP VAE with the Gaussian and the exemplar prior), their test NLL and the figures drawn from them.
 SUBSET = ("--config", "models={'datasets': ['mnist_subset'], 'architectures': ['vae'], 'priors': ['gaussian', 'exemplar']}")
 RUNS = [Path(f"results/runs/smoke/mnist_subset/vae/{prior}/seed0") for prior in ("gaussian", "exemplar")]
 FIGURES = [Path("results/figures/training_curves.png"), Path("results/figures/exemplar_samples_mnist_subset.png")]
-TARGETS = [str(run / "summary.json") for run in RUNS] + [str(f) for f in FIGURES]
-SLURM_JOBS = {"prepare_data": 1, "train": 2, "training_curves": 1, "model_figure": 1}
-# Written anew by every run whatever its seed: wall-clock times and where and when it ran.
-UNREPRODUCIBLE_SUMMARY_KEYS = ("train_seconds", "environment")
+EVALS = [Path(str(run).replace("results/runs", "results/eval")) for run in RUNS]
+TARGETS = [str(run / "summary.json") for run in RUNS] + [str(e / "nll.json") for e in EVALS] + [str(f) for f in FIGURES]
+SLURM_JOBS = {"prepare_data": 1, "train": 2, "nll": 2, "training_curves": 1, "model_figure": 1}
 
 
 def running(names=DAEMONS) -> list[str]:
@@ -116,6 +116,14 @@ def printed_jobs(output: str) -> list[dict]:
     return jobs
 
 
+def reproducible(record):
+    """A result JSON without what differs between two runs of the same seed: timings, and where and when it ran."""
+    if isinstance(record, dict):
+        return {key: reproducible(value) for key, value in record.items()
+                if key != "environment" and not re.search(r"seconds?$", key)}
+    return [reproducible(value) for value in record] if isinstance(record, list) else record
+
+
 def slurm_time(minutes: int) -> str:
     """A time limit as squeue prints it (%l): M:SS, H:MM:SS or D-HH:MM:SS."""
     days, rest = divmod(minutes, 24 * 60)
@@ -169,14 +177,19 @@ def test_slurm_run_equals_local_run(slurm_run, local_run):
     for run in RUNS:
         local, cluster = local_run / run, slurm_dir / run
         assert (cluster / "metrics.csv").read_bytes() == (local / "metrics.csv").read_bytes(), run
-        summaries = [json.loads((d / "summary.json").read_text()) for d in (local, cluster)]
-        for summary in summaries:
-            for key in UNREPRODUCIBLE_SUMMARY_KEYS:
-                summary.pop(key)
+        summaries = [reproducible(json.loads((d / "summary.json").read_text())) for d in (local, cluster)]
         assert summaries[0] == summaries[1], run
         best = [torch_load(d / "best.pt")["model"] for d in (local, cluster)]
         assert best[0].keys() == best[1].keys()
         assert all(torch.equal(best[0][name], best[1][name]) for name in best[0]), run
+    for evaluation in EVALS:
+        local, cluster = local_run / evaluation, slurm_dir / evaluation
+        results = [json.loads((d / "nll.json").read_text()) for d in (local, cluster)]
+        assert reproducible(results[0]) == reproducible(results[1]), evaluation
+        assert results[0]["nll"] == results[1]["nll"]  # the number itself, whatever else the file holds
+        for arrays in local.glob("*.npz"):  # per-image values (compared as arrays: a zip stores write times)
+            with np.load(arrays) as a, np.load(cluster / arrays.name) as b:
+                assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files), evaluation / arrays.name
     for figure in FIGURES:
         assert (slurm_dir / figure).read_bytes() == (local_run / figure).read_bytes(), figure
 
