@@ -18,6 +18,7 @@ from scipy.special import logsumexp
 from torch import nn
 
 from baselines.gaussian import GaussianPrior
+from baselines.vampprior import VampPrior
 from evae.config import TrainConfig
 from evae.distributions import log_bernoulli, log_normal_diag, reparameterize
 from evae.evaluate.exemplar_logprior import exemplar_log_prior
@@ -151,7 +152,8 @@ def test_logit_clamp_matches_float32_probability_clamp():
 def small_model(arch, prior: str, n_exemplars: int = 300, seed: int = 0):
     torch.manual_seed(seed)
     exemplars = torch.rand(n_exemplars, 784)
-    p = ExemplarPrior(exemplars) if prior == "exemplar" else GaussianPrior(40)
+    p = {"exemplar": lambda: ExemplarPrior(exemplars), "gaussian": lambda: GaussianPrior(40),
+         "vampprior": lambda: VampPrior(784, 30)}[prior]()
     model = arch(p).eval()
     if prior == "exemplar":
         with torch.no_grad():
@@ -160,7 +162,7 @@ def small_model(arch, prior: str, n_exemplars: int = 300, seed: int = 0):
     return model
 
 
-@pytest.mark.parametrize("arch,prior,tol", [(VAE, "exemplar", 5e-3), (VAE, "gaussian", 5e-3), (HVAE, "gaussian", 1e-5), (HVAE, "exemplar", 1e-4)])
+@pytest.mark.parametrize("arch,prior,tol", [(VAE, "exemplar", 5e-3), (VAE, "gaussian", 5e-3), (VAE, "vampprior", 5e-3), (HVAE, "gaussian", 1e-5), (HVAE, "exemplar", 1e-4)])
 def test_estimate_matches_sample_pass_with_the_same_random_numbers(arch, prior, tol):
     model = small_model(arch, prior)
     x = (torch.rand(784, generator=torch.Generator().manual_seed(1)) < 0.3).float()

@@ -86,8 +86,13 @@ class _OnceEncoder:
 
 
 @torch.no_grad()
-def estimate_image(model, x: torch.Tensor, samples: int, chunk: int = DEFAULT_CHUNK, exemplar_bound=None) -> ImageEstimate:
-    """Importance-weighted estimate of log p(x) for one binary image ``x`` [P] (global torch RNG)."""
+def estimate_image(
+    model, x: torch.Tensor, samples: int, chunk: int = DEFAULT_CHUNK, exemplar_bound=None, prior_encoder=None
+) -> ImageEstimate:
+    """Importance-weighted estimate of log p(x) for one binary image ``x`` [P] (global torch RNG).
+
+    ``prior_encoder``: the encoder handed to ``prior.log_prob`` (pass one ``_OnceEncoder`` for many images).
+    """
     x = x.reshape(1, -1)
     mean, logvar = model.encode(x)
     rest = []  # log p(x | latents) + log p(lower latents | z) - log q(latents | x), float32
@@ -108,7 +113,7 @@ def estimate_image(model, x: torch.Tensor, samples: int, chunk: int = DEFAULT_CH
         prior = exemplar_log_prior(z, mean[0], model.prior.cached_means, model.prior.logvar, bound=exemplar_bound)
         log_prior, certified, computed = prior.log_prob, prior.certified, prior.computed_fraction
     else:
-        encode = _OnceEncoder(model.encode)
+        encode = prior_encoder or _OnceEncoder(model.encode)
         log_prior = torch.cat(
             [model.prior.log_prob(z[i : i + PRIOR_CHUNK], encode).double() for i in range(0, len(z), PRIOR_CHUNK)]
         )
@@ -149,11 +154,14 @@ def evaluate_nll(
         log.warning("exemplar_bound=%s ignored: the prior is %s", exemplar_bound, type(model.prior).__name__)
 
     results = []
+    prior_encoder = _OnceEncoder(model.encode)
     t_loop = time.perf_counter()
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
         torch.manual_seed(seed)
         for x in track(test, len(test), f"nll S={samples}", progress):
-            results.append(estimate_image(model, x, samples, chunk, exemplar_bound if is_exemplar else None))
+            results.append(
+                estimate_image(model, x, samples, chunk, exemplar_bound if is_exemplar else None, prior_encoder)
+            )
     loop_seconds = time.perf_counter() - t_loop
 
     nll = -np.array([r.log_px for r in results])
