@@ -46,15 +46,27 @@ class Study:
             for p in models["priors"]
             for s in config["seeds"]
         ]
-        self._configs = {run.key: self._build_train_config(run) for run in self.runs}
+        self._configs = {run.key: self._build_train_config(run, self._overrides(run)) for run in self.runs}
+        self.celeba_runs = []
+        if config.get("celeba"):
+            c = config["celeba"]
+            self.celeba_runs = [Run(c["dataset"], "convvae64", p, s) for p in c["priors"] for s in c["seeds"]]
+            self._configs.update({run.key: self._build_train_config(run, c["train"]) for run in self.celeba_runs})
         self._check_references()
+
+    @property
+    def all_runs(self) -> list[Run]:
+        return self.runs + self.celeba_runs
 
     # -- training --------------------------------------------------------------------------------
 
-    def _build_train_config(self, run: Run) -> TrainConfig:
+    def _overrides(self, run: Run) -> dict:
+        return self.config["train_by_architecture"].get(run.architecture, {})
+
+    def _build_train_config(self, run: Run, overrides: dict) -> TrainConfig:
         values = {
             **self.config["train"],
-            **self.config["train_by_architecture"].get(run.architecture, {}),
+            **overrides,
             "dataset": run.dataset,
             "architecture": run.architecture,
             "prior": run.prior,
@@ -76,9 +88,10 @@ class Study:
 
     def train_runtime_minutes(self, cfg: TrainConfig) -> int:
         """A generous wall-time estimate for a scheduler (CPU, 1 thread; a GPU is far faster)."""
-        images = {"mnist_subset": 3_000, "omniglot": 23_000, "omniglot_raw28": 23_000}.get(cfg.dataset, 50_000)
+        images = {"mnist_subset": 3_000, "omniglot": 23_000, "omniglot_raw28": 23_000, "celeba": 162_770,
+                  "celeba_sample": 24}.get(cfg.dataset, 50_000)
         images = min(images, cfg.max_train_images or images)
-        per_image_ms = {"vae": 0.3, "hvae": 0.6, "convhvae": 10.0}[cfg.architecture]
+        per_image_ms = {"vae": 0.3, "hvae": 0.6, "convhvae": 10.0, "convvae64": 0.5 * cfg.hidden}[cfg.architecture]
         if cfg.prior == "exemplar":
             per_image_ms *= 3 if cfg.exemplar_mode == "knn" else max(1.0, 2 * cfg.exemplar_subset * images / 100)
         epoch_minutes = images * per_image_ms / 60_000 + 0.2
@@ -91,6 +104,9 @@ class Study:
 
     def nll_targets(self) -> list[str]:
         return [self.eval_path(run, "nll") for run in self.runs]
+
+    def celeba_nll_targets(self) -> list[str]:
+        return [self.eval_path(run, "nll") for run in self.celeba_runs]
 
     def knn_targets(self) -> list[str]:
         knn = self.config["knn"]
@@ -119,22 +135,37 @@ class Study:
         return Run(dataset, m["architecture"], "exemplar", m["seed"])
 
     def figure_model(self, dataset: str, prior: str = "exemplar") -> Run:
+        if self.celeba_runs and dataset == self.celeba_runs[0].dataset:
+            return Run(dataset, "convvae64", prior, self.config["celeba"]["seeds"][0])
         f = self.config["figures"]
         return Run(dataset, f["architecture"], prior, f["seed"])
+
+    def figure_priors(self, dataset: str) -> list[str]:
+        """The priors whose unconditional samples are drawn side by side for ``dataset``."""
+        if self.celeba_runs and dataset == self.celeba_runs[0].dataset:
+            return self.config["celeba"]["priors"]
+        return self.config["models"]["priors"]
 
     # -- outputs ---------------------------------------------------------------------------------
 
     TABLES = ("nll", "knn", "augmentation")
+    CELEBA_FIGURES = ("exemplar_samples", "unconditional_samples")
     PER_DATASET_FIGURES = ("exemplar_samples", "unconditional_samples", "interpolations", "tsne", "prior_comparison")
     STUDY_FIGURES = ("training_curves", "knn_error_vs_k")
 
+    def tables(self) -> list[str]:
+        return list(self.TABLES) + (["celeba"] if self.celeba_runs else [])
+
     def table_targets(self) -> list[str]:
-        return [f"{RESULTS}/tables/{t}.{ext}" for t in self.TABLES for ext in ("csv", "md")]
+        return [f"{RESULTS}/tables/{t}.{ext}" for t in self.tables() for ext in ("csv", "md")]
 
     def figure_targets(self) -> list[str]:
         per_dataset = [
             f"{RESULTS}/figures/{name}_{d}.png" for d in self.config["figures"]["datasets"] for name in self.PER_DATASET_FIGURES
         ]
+        if self.celeba_runs:
+            d = self.celeba_runs[0].dataset
+            per_dataset += [f"{RESULTS}/figures/{name}_{d}.png" for name in self.CELEBA_FIGURES]
         return per_dataset + [f"{RESULTS}/figures/{name}.png" for name in self.STUDY_FIGURES]
 
     def all_targets(self) -> list[str]:
@@ -144,9 +175,11 @@ class Study:
 
     def _check_references(self) -> None:
         """Every evaluation must point at models the study trains."""
-        trained = {run.key for run in self.runs}
+        trained = {run.key for run in self.all_runs}
         needed = [(f"augmentation of {d}", self.exemplar_model(d)) for d in self.config["augmentation"]["datasets"]]
         needed += [(f"figures of {d}", self.figure_model(d)) for d in self.config["figures"]["datasets"]]
+        if self.celeba_runs:
+            needed.append(("CelebA figures", self.figure_model(self.celeba_runs[0].dataset)))
         for what, run in needed:
             if run.key not in trained:
                 raise ConfigError(

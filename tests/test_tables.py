@@ -24,11 +24,12 @@ def write_results(tmp_path, kind, results):
 
 
 def nll_result(dataset, arch, prior, seed, nll, sem=0.3, epochs=100, samples=5000):
-    return {
-        "config": {"dataset": dataset, "architecture": arch, "prior": prior, "seed": seed},
-        "config_digest": f"hash{seed}", "epochs_trained": epochs,
-        "nll_mean": nll, "nll_sem": sem, "samples": samples,
-    }
+    return {"run": run_record(dataset, arch, prior, seed, epochs), "nll": nll, "nll_stderr": sem, "samples": samples}
+
+
+def run_record(dataset, arch, prior, seed, epochs=100):
+    config = {"dataset": dataset, "architecture": arch, "prior": prior, "seed": seed}
+    return {"config": config, "config_digest": f"hash{seed}", "epochs_trained": epochs}
 
 
 def test_reported_copy_matches_the_paper_for_a_few_known_values():
@@ -79,3 +80,32 @@ def test_stand_in_datasets_are_compared_with_the_paper_column_and_labelled(tmp_p
     assert "SMOKE" in markdown.splitlines()[0]
     line = next(line for line in markdown.splitlines() if "mnist_subset" in line)
     assert "SMOKE" in line and "-120.00" in line and "-81.56 +- 0.09" in line
+
+
+def test_knn_rows_take_the_latent_error_at_the_chosen_k(tmp_path):
+    results = [
+        {"run": run_record("mnist", "vae", "exemplar", s), "latent": {"k": 3, "test_error": err}}
+        for s, err in ((0, 1.10), (1, 1.20))
+    ]
+    table = compile_table("knn", write_results(tmp_path, "knn", results), REPORTED, "reduced")
+    row = table.set_index(["dataset", "architecture", "prior"]).loc[("mnist", "vae", "exemplar")]
+    assert row["reproduced_mean"] == pytest.approx(1.15) and row["status"] == "within 2 sigma"
+    assert row["profile"] == "reduced" and len(table) == 6
+    assert "REDUCED BUDGET" in to_markdown(table, "knn", "reduced").splitlines()[0]
+
+
+def test_augmentation_rows_by_width_and_fashion_mnist_of_unknown_width(tmp_path):
+    def result(dataset, hidden, augmented, seed, err):
+        return {"dataset": dataset, "classifier": {"hidden": hidden, "epochs": 100}, "seed": seed,
+                "augmentation": {"noise_scale": 0.1} if augmented else None, "test_error": err,
+                "run": run_record(dataset, "vae", "exemplar", 0) if augmented else None}
+
+    results = [result("mnist", 1024, False, 0, 1.25), result("mnist", 1024, True, 0, 0.80),
+               result("fashion_mnist", 1024, True, 0, 8.10)]
+    table = compile_table("augmentation", write_results(tmp_path, "aug", results), REPORTED, "paper")
+    rows = table.set_index(["dataset", "architecture", "prior"])
+    assert rows.loc[("mnist", "mlp_2x1024", "none"), "reproduced_mean"] == 1.25
+    assert rows.loc[("mnist", "mlp_2x1024", "exemplar"), "reported_mean"] == 0.77
+    assert rows.loc[("mnist", "mlp_2x8192", "exemplar"), "status"] == "not run"
+    fashion = rows.loc[("fashion_mnist", "mlp_2x1024", "exemplar")]
+    assert fashion["reported_mean"] == 8.16 and "compared with width mlp_2x1024" in fashion["note"]

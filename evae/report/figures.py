@@ -209,18 +209,18 @@ def training_curves(summary_paths, out, profile="paper"):
 def knn_error_vs_k(result_paths, out, profile="paper"):
     """kNN test error against k for each trained model's latent space, and in pixel space."""
     results = [json.loads(Path(p).read_text()) for p in result_paths]
-    datasets = sorted({r["config"]["dataset"] for r in results})
+    datasets = sorted({r["run"]["config"]["dataset"] for r in results})
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         pixel_done = False
         for r in results:
-            cfg = r["config"]
+            cfg = r["run"]["config"]
             if cfg["dataset"] != dataset:
                 continue
-            ks, err = zip(*sorted((int(k), v) for k, v in r["test_error_percent_by_k"].items()))
-            ax.plot(ks, err, "o-", label=f"{cfg['architecture']}/{cfg['prior']} s{cfg['seed']} (k*={r['chosen_k']})")
+            ks, err = zip(*sorted((int(k), v) for k, v in r["latent"]["test_error_by_k"].items()))
+            ax.plot(ks, err, "o-", label=f"{cfg['architecture']}/{cfg['prior']} s{cfg['seed']} (k*={r['latent']['k']})")
             if not pixel_done and r.get("pixel"):
-                pks, perr = zip(*sorted((int(k), v) for k, v in r["pixel"]["test_error_percent_by_k"].items()))
+                pks, perr = zip(*sorted((int(k), v) for k, v in r["pixel"]["test_error_by_k"].items()))
                 ax.plot(pks, perr, "k--", label="pixel space")
                 pixel_done = True
         ax.set_title(dataset, fontsize=9)

@@ -36,45 +36,54 @@ def load_reported(path: str | Path, table: str) -> pd.DataFrame:
 
 def records(kind: str, paths: list[str | Path]) -> pd.DataFrame:
     """One row per result JSON: the table key, the seed, the value in the paper's metric, provenance."""
-    extract = {"nll": _nll_record, "knn": _knn_record, "augmentation": _augmentation_record}[kind]
+    extract = {"nll": _nll_record, "knn": _knn_record, "augmentation": _augmentation_record, "celeba": _bits_record}[kind]
     rows = [extract(json.loads(Path(p).read_text())) for p in paths]
     return pd.DataFrame(rows, columns=[*KEY, "data_used", "seed", "value", "sem", "epochs", "samples", "config_hash"])
 
 
-def _run_key(result: dict) -> dict:
-    cfg = result["config"]
+def _run_key(run: dict) -> dict:
+    """Key and provenance of the trained run an evaluation JSON names (its ``run`` record)."""
+    cfg = run["config"]
     return {
         "dataset": PAPER_DATASET.get(cfg["dataset"], cfg["dataset"]),
         "architecture": cfg["architecture"],
         "prior": cfg["prior"],
         "data_used": cfg["dataset"],
         "seed": cfg["seed"],
-        "epochs": result["epochs_trained"],
-        "config_hash": result["config_digest"],
+        "epochs": run["epochs_trained"],
+        "config_hash": run["config_digest"],
     }
 
 
 def _nll_record(result: dict) -> dict:
     # The paper reports the test log-likelihood, i.e. minus the NLL.
-    return {**_run_key(result), "value": -result["nll_mean"], "sem": result["nll_sem"], "samples": result["samples"]}
+    return {**_run_key(result["run"]), "value": -result["nll"], "sem": result["nll_stderr"], "samples": result["samples"]}
+
+
+def _bits_record(result: dict) -> dict:
+    """CelebA: NLL in bits per dimension (the paper reports none, so nothing is negated)."""
+    dims = result["nll"] / result["nll_bits_per_dim"]
+    return {**_run_key(result["run"]), "value": result["nll_bits_per_dim"], "sem": result["nll_stderr"] / dims,
+            "samples": result["samples"]}
 
 
 def _knn_record(result: dict) -> dict:
-    return {**_run_key(result), "value": result["test_error_percent"], "sem": math.nan, "samples": None}
+    return {**_run_key(result["run"]), "value": result["latent"]["test_error"], "sem": math.nan, "samples": None}
 
 
 def _augmentation_record(result: dict) -> dict:
+    run = result["run"]
     return {
         "dataset": PAPER_DATASET.get(result["dataset"], result["dataset"]),
-        "architecture": f"mlp_2x{result['hidden']}",
-        "prior": "exemplar" if result["augmented"] else "none",
+        "architecture": f"mlp_2x{result['classifier']['hidden']}",
+        "prior": "none" if result["augmentation"] is None else "exemplar",
         "data_used": result["dataset"],
         "seed": result["seed"],
-        "value": result["test_error_percent"],
+        "value": result["test_error"],
         "sem": math.nan,
-        "epochs": result["epochs"],
+        "epochs": result["classifier"]["epochs"],
         "samples": None,
-        "config_hash": result.get("config_digest", ""),
+        "config_hash": run["config_digest"] if run else "",
     }
 
 
@@ -96,7 +105,12 @@ def compile_table(kind: str, result_paths: list[str | Path], reported_path: str 
     return table[COLUMNS].reset_index(drop=True)
 
 
-_METRIC = {"nll": "test_log_likelihood_nats", "knn": "knn_test_error_percent", "augmentation": "test_error_percent"}
+_METRIC = {
+    "nll": "test_log_likelihood_nats",
+    "knn": "knn_test_error_percent",
+    "augmentation": "test_error_percent",
+    "celeba": "test_nll_bits_per_dim",
+}
 
 
 def _summarise(group: pd.DataFrame) -> dict:

@@ -162,8 +162,10 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, data: ImageD
         _write_tables(out, state)
         epochs.set_postfix(train=f"{row['train_loss']:.2f}", val=f"{row['val_loss']:.2f}", best=state["best_epoch"])
         if not progress:
-            log.info("epoch %d/%d train %.3f val %.3f beta %.2f %.1fs (steps %.1fs)", epoch, cfg.max_epochs,
-                     row["train_loss"], row["val_loss"], beta, t2 - t0, t1 - t0)
+            mean_epoch = state["wall"] / len(state["timing"])
+            log.info("epoch %d/%d train %.3f val %.3f beta %.2f %.1fs (steps %.1fs); at most %.0f min left "
+                     "(%.1f s/epoch, early stopping may end sooner)", epoch, cfg.max_epochs, row["train_loss"],
+                     row["val_loss"], beta, t2 - t0, t1 - t0, (cfg.max_epochs - epoch) * mean_epoch / 60, mean_epoch)
         if state["bad_epochs"] >= cfg.patience:
             stopped = f"early stopping: no validation improvement for {cfg.patience} epochs"
             break

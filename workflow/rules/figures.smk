@@ -36,7 +36,7 @@ rule model_figure:
 rule unconditional_samples:
     """Unconditional samples of every prior the study trains, side by side."""
     input:
-        runs=lambda wildcards: [figure_run(wildcards, prior) for prior in config["models"]["priors"]],
+        runs=lambda wildcards: [figure_run(wildcards, prior) for prior in STUDY.figure_priors(wildcards.dataset)],
     output:
         report(
             "results/figures/unconditional_samples_{dataset}.png",
@@ -62,7 +62,7 @@ rule unconditional_samples:
 rule training_curves:
     """Validation negative ELBO against epoch for every run of the study."""
     input:
-        runs=[f"{STUDY.run_dir(run)}/summary.json" for run in STUDY.runs],
+        runs=[f"{STUDY.run_dir(run)}/summary.json" for run in STUDY.all_runs],
     output:
         report("results/figures/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
     params:

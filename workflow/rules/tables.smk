@@ -2,6 +2,7 @@ TABLE_INPUTS = {
     "nll": STUDY.nll_targets(),
     "knn": STUDY.knn_targets(),
     "augmentation": STUDY.augmentation_targets(),
+    "celeba": STUDY.celeba_nll_targets(),
 }
 
 
@@ -22,7 +23,7 @@ rule table:
         profile=PROFILE,
         study=config,
     wildcard_constraints:
-        table="nll|knn|augmentation",
+        table="nll|knn|augmentation|celeba",
     log:
         "logs/tables/{table}.log",
     threads: 1
