@@ -34,7 +34,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from baselines.gaussian import GaussianPrior
@@ -94,7 +93,8 @@ def run_scene(run_dir: str, images: int):
         means = torch.cat([model.encode(train[i : i + 2000])[0] for i in range(0, len(train), 2000)])
         mu, logvar = model.encode(torch.from_numpy(data[1][:images]))
     g = torch.Generator().manual_seed(0)
-    scenes = [(mu[i], mu[i] + (0.5 * logvar[i]).exp() * torch.randn(SAMPLES, LATENT, generator=g)) for i in range(images)]
+    std = (0.5 * logvar).exp()
+    scenes = [(mu[i], mu[i] + std[i] * torch.randn(SAMPLES, LATENT, generator=g)) for i in range(images)]
     return means, float(model.prior.logvar.detach()), scenes, f"encoder of {run_dir} on MNIST ({len(means)} means)"
 
 

@@ -43,15 +43,17 @@ def cmd_knn(args) -> None:
     from evae.evaluate.knn import knn_probe
 
     r = knn_probe(args.run, args.out, ks=args.ks, pixel_baseline=not args.no_pixel)
-    print(f"{args.out}: latent kNN test error {r['latent']['test_error']:.2f}% (k={r['latent']['k']} chosen on validation)")
+    latent = r["latent"]
+    print(f"{args.out}: latent kNN test error {latent['test_error']:.2f}% (k={latent['k']} chosen on validation)")
 
 
 def cmd_augment(args) -> None:
     from evae.evaluate.augment import train_classifier
 
-    r = train_classifier(args.dataset, args.out, run_dir=args.run, hidden=args.hidden, epochs=args.epochs, seed=args.seed,
-                         noise_scale=args.noise_scale, max_train_images=args.max_train_images,
-                         progress=not args.no_progress)
+    r = train_classifier(
+        args.dataset, args.out, run_dir=args.run, hidden=args.hidden, epochs=args.epochs, seed=args.seed,
+        noise_scale=args.noise_scale, max_train_images=args.max_train_images, progress=not args.no_progress,
+    )
     print(f"{args.out}: test error {r['test_error']:.2f}% (validation {r['val_error']:.2f}%)")
 
 
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="JSON result (per-image values go beside it)")
     p.add_argument("--samples", type=int, default=5000, help="importance samples per test image (default 5000)")
     p.add_argument("--bound", type=float, default=None,
-                   help="exemplar prior: skip exemplars certified to change log p(z) by at most this many nats (default: exact)")
+                   help="exemplar prior: skip exemplars certified to change log p(z) by at most this many nats "
+                   "(default: exact)")
     p.add_argument("--max-images", type=int, default=None, help="only the first N test images (smoke runs)")
     p.add_argument("--chunk", type=int, default=None, help="samples decoded per batch")
     p.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,9 @@ PROVENANCE = ("environment", "run", "seed", "split", "wall_seconds", "data")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    settings = ["dataset=mnist_subset", "max_epochs=1", "warmup_epochs=1", "max_train_images=1000", "max_val_images=200"]
+    settings = [
+        "dataset=mnist_subset", "max_epochs=1", "warmup_epochs=1", "max_train_images=1000", "max_val_images=200"
+    ]
     assert main(["train", "--out", str(out), "--no-progress", *[a for s in settings for a in ("--set", s)]]) == 0
     return out
 
@@ -51,7 +53,9 @@ def test_knn_command(run_dir, tmp_path):
 
 
 def test_augment_command_with_and_without_a_model(run_dir, tmp_path):
-    common = ["--dataset", "mnist_subset", "--hidden", "128", "--epochs", "3", "--max-train-images", "2000", "--no-progress"]
+    common = [
+        "--dataset", "mnist_subset", "--hidden", "128", "--epochs", "3", "--max-train-images", "2000", "--no-progress"
+    ]
     assert main(["augment", *common, "--run", str(run_dir), "--out", str(tmp_path / "aug.json")]) == 0
     r = read(tmp_path / "aug.json")
     assert r["augmentation"]["noise_scale"] == pytest.approx(r["augmentation"]["prior_scale"])

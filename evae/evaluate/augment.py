@@ -92,9 +92,10 @@ def fit(
         total, batches = 0.0, 0
         for start in range(0, len(order), BATCH):
             index = order[start : start + BATCH]
-            loss = F.cross_entropy(classifier(train_x[index]), train_y[index], label_smoothing=LABEL_SMOOTHING)
-            if augmenter is not None:
-                augmented = F.cross_entropy(classifier(augmenter(index)), train_y[index], label_smoothing=LABEL_SMOOTHING)
+            labels = train_y[index]
+            loss = F.cross_entropy(classifier(train_x[index]), labels, label_smoothing=LABEL_SMOOTHING)
+            if augmenter is not None:  # the augmented images carry their exemplars' labels
+                augmented = F.cross_entropy(classifier(augmenter(index)), labels, label_smoothing=LABEL_SMOOTHING)
                 loss = REAL_WEIGHT * loss + AUGMENTED_WEIGHT * augmented
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -108,14 +109,17 @@ def fit(
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if not progress:
-            log.info("epoch %d/%d: %s", epoch, epochs, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+            values = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+            log.info("epoch %d/%d: %s", epoch, epochs, values)
     return history
 
 
 @torch.no_grad()
 def error_rate(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
     """Classification error (%)."""
-    wrong = sum(int((classifier(x[i : i + batch]).argmax(1) != y[i : i + batch]).sum()) for i in range(0, len(x), batch))
+    wrong = sum(
+        int((classifier(x[i : i + batch]).argmax(1) != y[i : i + batch]).sum()) for i in range(0, len(x), batch)
+    )
     return 100.0 * wrong / len(x)
 
 
@@ -138,7 +142,10 @@ def train_classifier(
         raise ValueError(f"noise_scale must be >= 0 or None (the prior's learned s), got {noise_scale}")
     run_cfg = TrainConfig.from_file(Path(run_dir) / CONFIG) if run_dir is not None else None
     if run_cfg is not None and run_cfg.dataset != dataset:
-        raise ValueError(f"{run_dir} was trained on {run_cfg.dataset!r}, not on {dataset!r}: augment with a model of the same dataset")
+        raise ValueError(
+            f"{run_dir} was trained on {run_cfg.dataset!r}, not on {dataset!r}: "
+            "augment with a model of the same dataset"
+        )
     data = load_dataset(dataset, **({"split_seed": run_cfg.split_seed} if run_cfg is not None else {}))
     torch.manual_seed(seed)  # classifier initialisation (and the lower latents an HVAE decoder draws)
     generator = torch.Generator().manual_seed(seed)
@@ -160,7 +167,8 @@ def train_classifier(
     n = len(data.train) if max_train_images is None else min(max_train_images, len(data.train))
     tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     train_x, train_y = tensor(data.train[:n]), tensor(data.train_labels[:n])
-    val_x, val_y, test_x, test_y = tensor(data.val), tensor(data.val_labels), tensor(data.test), tensor(data.test_labels)
+    val_x, val_y = tensor(data.val), tensor(data.val_labels)
+    test_x, test_y = tensor(data.test), tensor(data.test_labels)
     if run_dir is not None:
         augmenter = ExemplarAugmenter(run.model, train_x, scale, torch.Generator().manual_seed(seed + 1))
     classes = int(max(data.train_labels.max(), data.val_labels.max(), data.test_labels.max())) + 1
@@ -178,7 +186,8 @@ def train_classifier(
         "classifier": {
             "architecture": f"MLP {train_x.shape[1]}-{hidden}-{hidden}-{classes} ReLU", "hidden": hidden,
             "epochs": epochs, "batch": BATCH, "optimizer": f"SGD momentum {MOMENTUM}",
-            "lr": f"{LR} linearly to {FINAL_LR_FRACTION:.0%} of it in the last epoch", "label_smoothing": LABEL_SMOOTHING,
+            "lr": f"{LR} linearly to {FINAL_LR_FRACTION:.0%} of it in the last epoch",
+            "label_smoothing": LABEL_SMOOTHING,
             "precision": "float32",
         },
         "train_images": n,
