@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import REPO, mirror_root
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources/paper", "environment.yml")
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles", "resources/paper", "environment.yml")
 
 
 def make_workdir(dest: Path) -> Path:

@@ -55,8 +55,10 @@ def image_grid(images: np.ndarray, ncol: int, pad: int = 1) -> np.ndarray:
 
 
 def _as_images(flat: torch.Tensor, shape) -> np.ndarray:
+    """Flat images (values in [0, 1], or uint8 pixel levels) as [n, H, W] gray or [n, H, W, 3] colour arrays."""
     c, h, w = shape
-    x = flat.detach().cpu().reshape(-1, c, h, w).numpy()
+    flat = flat.detach().cpu()
+    x = (flat.float() / 255 if flat.dtype == torch.uint8 else flat).reshape(-1, c, h, w).numpy()
     return x[:, 0] if c == 1 else x.transpose(0, 2, 3, 1)
 
 
