@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -38,6 +39,7 @@ def test_nll_command(run_dir, tmp_path):
     assert r["images"] == 4 and r["max_images"] == 4 and r["samples"] == 50 and r["exemplar_bound"] == 0.001
     assert r["num_exemplars"] == 1000 and r["certified_bound"]["max"] <= 0.001
     assert 50 < r["nll"] < r["neg_elbo"] < 800 and r["images_per_second"] > 0
+    assert r["nll_bits_per_dim"] == pytest.approx(r["nll"] / (784 * math.log(2)))
     assert (tmp_path / "nll.per_image.npz").exists()
 
 

@@ -175,6 +175,7 @@ def evaluate_nll(
         "metric": "importance-weighted negative log-likelihood (nats per image)",
         "nll": float(nll.mean()),
         "nll_stderr": float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else float("nan"),
+        "nll_bits_per_dim": float(nll.mean()) / (math.prod(data.image_shape) * math.log(2)),
         "neg_elbo": float(neg_elbo.mean()),
         "samples": samples,
         "chunk": chunk,
