@@ -256,9 +256,18 @@ def test_rows_dominated_by_a_far_exemplar_are_reshifted():
     logvar = math.log(0.1)
     advantage = (z[:20].norm(dim=1) ** 2) / (2 * 0.1)  # log-kernel lead of the aligned exemplar, roughly
     assert float(advantage.max()) > 80 + 20  # several rows need a new shift
+    exact = brute_force(z, means, logvar)
     got = exemplar_log_prior(z, centre, means, logvar, cols=128)
     # exponent terms reach |w||v| / s^2 ~ 200 here, so float32 rounding is ~1e-5 nats (not 1e-6 relative)
-    np.testing.assert_allclose(got.log_prob.numpy(), brute_force(z, means, logvar), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(got.log_prob.numpy(), exact, rtol=0, atol=1e-4)
+    # the same in certified mode, where rows leave the walk one by one (reshifts then act on a subset)
+    far = 12.0 * torch.nn.functional.normalize(torch.randn(3000, 40, generator=g), dim=1)  # prunable
+    means = torch.cat([means, far])
+    exact = brute_force(z, means, logvar)
+    pruned = exemplar_log_prior(z, centre, means, logvar, bound=0.01, rows=64, cols=128)
+    err = exact - pruned.log_prob.numpy()
+    assert pruned.computed_fraction < 1 and pruned.certified <= 0.01
+    assert -1e-4 <= err.min() and err.max() <= pruned.certified + 1e-4
 
 
 def test_certified_bound_is_honest_when_it_binds():
