@@ -97,6 +97,21 @@ class Study:
         epoch_minutes = images * per_image_ms / 60_000 + 0.2
         return max(10, math.ceil(2 * cfg.max_epochs * epoch_minutes))
 
+    # Importance samples scored per second on one CPU thread (benchmarks/nll.py; a GPU is far faster),
+    # and the exemplar log-prior's extra seconds per test image at S = 5000 and N = 50,000.
+    _SAMPLES_PER_SECOND = {"vae": 100_000, "hvae": 18_000, "convhvae": 250, "convvae64": 20}
+    _EXEMPLAR_SECONDS = 0.5
+
+    def nll_runtime_minutes(self, cfg: TrainConfig) -> int:
+        """A generous wall-time estimate of the NLL job of a run trained with ``cfg``."""
+        nll = self.config["nll"]
+        images = nll["max_images"] or {"mnist_subset": 1_000, "omniglot": 8_070, "omniglot_raw28": 8_115,
+                                       "celeba": 19_962, "celeba_sample": 4}.get(cfg.dataset, 10_000)
+        per_image = nll["samples"] / self._SAMPLES_PER_SECOND[cfg.architecture]
+        if cfg.prior == "exemplar":
+            per_image += self._EXEMPLAR_SECONDS * nll["samples"] / 5000
+        return max(10, math.ceil(2 * images * per_image / 60))
+
     # -- evaluation ------------------------------------------------------------------------------
 
     def eval_path(self, run: Run, what: str) -> str:

@@ -77,3 +77,10 @@ def test_runtime_estimate_scales_with_the_budget():
     cfg = study.train_config("mnist", "vae", "gaussian", 0)
     assert study.train_runtime_minutes(cfg.replace(max_epochs=200)) < study.train_runtime_minutes(cfg)
     assert study.train_runtime_minutes(study.train_config("mnist", "convhvae", "gaussian", 0)) > study.train_runtime_minutes(cfg)
+
+
+def test_nll_runtime_estimate_follows_the_architecture_and_prior():
+    study = Study(load("config"))
+    minutes = lambda arch, prior: study.nll_runtime_minutes(study.train_config("mnist", arch, prior, 0))  # noqa: E731
+    assert minutes("vae", "gaussian") < minutes("vae", "exemplar") < minutes("hvae", "exemplar") < minutes("convhvae", "gaussian")
+    assert minutes("convhvae", "gaussian") > 24 * 60  # 10,000 images x 5000 samples of the gated-conv decoder on a CPU

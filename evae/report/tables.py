@@ -96,7 +96,9 @@ def compile_table(kind: str, result_paths: list[str | Path], reported_path: str 
                                             "data_used", "epochs_trained", "importance_samples", "config_hash"])
     if kind == "augmentation":
         reported = _match_unknown_widths(reported, rep)
-    table = reported.merge(rep, on=KEY, how="outer")
+    # the paper's row order, rows it does not report after them (an outer merge would sort by key)
+    reported = reported.assign(_order=range(len(reported)))
+    table = reported.merge(rep, on=KEY, how="outer").sort_values("_order", kind="stable", na_position="last")
     table["metric"] = table["metric"].fillna(_METRIC[kind])
     table["difference"] = table["reproduced_mean"] - table["reported_mean"]
     table["status"] = [_status(r) for r in table.itertuples()]

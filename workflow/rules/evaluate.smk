@@ -19,7 +19,7 @@ rule nll:
     threads: 1
     resources:
         mem_mb=8000,
-        runtime=lambda wildcards: max(10, (NLL["max_images"] or 10_000) * NLL["samples"] // 30_000),
+        runtime=lambda wildcards: STUDY.nll_runtime_minutes(train_config(wildcards)),
     conda:
         ENV
     script:
