@@ -113,9 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         from evae.provenance import set_threads
 
         set_threads(args.threads)
+    from evae.train.trainer import TrainingDivergedError
+
     try:
         args.func(args)
     except (FileNotFoundError, ValueError) as err:  # bad input (ConfigError is a ValueError): message, exit 2
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from evae.cli import main as cli_main
-from evae.config import TrainConfig
+from evae.config import ConfigError, TrainConfig
 from evae.io import torch_load
 from evae.train import trainer
 from evae.train.optim import AdamNormGrad, make_optimizer
@@ -134,7 +134,7 @@ def test_tables_are_rewritten_from_the_checkpoint(tmp_path):
 def test_resume_with_a_different_config_is_refused(tmp_path):
     train(tiny(prior="gaussian", max_epochs=1), tmp_path, progress=False)
     (tmp_path / "summary.json").unlink()
-    with pytest.raises(RuntimeError, match="different config"):
+    with pytest.raises(ConfigError, match="different config"):
         train(tiny(prior="gaussian", max_epochs=2, lr=1e-3), tmp_path, progress=False)
 
 

@@ -42,7 +42,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from evae.config import TrainConfig
+from evae.config import ConfigError, TrainConfig
 from evae.data import ImageDataset, dynamic_binarize, load_dataset
 from evae.io import torch_load, torch_save, write_json, write_text
 from evae.models import LatentVariableModel, build_model
@@ -264,7 +264,7 @@ def _checkpoint(path, cfg, model, optimizer, shuffle, state) -> None:
 def _restore(path, cfg, model, optimizer, shuffle) -> dict:
     ckpt = torch_load(path)
     if ckpt["trajectory_digest"] != cfg.trajectory_digest():
-        raise RuntimeError(
+        raise ConfigError(
             f"{path} was written by a different config (digest {ckpt['trajectory_digest']}, this one "
             f"{cfg.trajectory_digest()}; only max_epochs, threads, device and eval_batch_size may change between "
             "resumes): train into another --out directory, or delete the old one to start over"
