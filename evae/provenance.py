@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def environment(device: torch.device | str | None = None) -> dict:
         "host": platform.node(),
         "device": str(device) if device is not None else None,
         "torch_threads": torch.get_num_threads(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -97,6 +97,26 @@ class Study:
         epoch_minutes = images * per_image_ms / 60_000 + 0.2
         return max(10, math.ceil(2 * cfg.max_epochs * epoch_minutes))
 
+    _IMAGES = {"mnist_subset": 5_000, "omniglot": 32_415, "omniglot_raw28": 32_460, "celeba": 202_599,
+               "celeba_sample": 32}
+
+    def _data_mb(self, cfg: TrainConfig) -> int:
+        """Memory of the dataset's arrays: float32 gray levels, or uint8 levels for CelebA."""
+        images = self._IMAGES.get(cfg.dataset, 70_000)
+        bytes_per_image = 3 * 64 * 64 if cfg.dataset.startswith("celeba") else 784 * 4
+        return images * bytes_per_image // 2**20
+
+    def _model_mb(self, cfg: TrainConfig) -> int:
+        return {"vae": 500, "hvae": 800, "convhvae": 2500, "convvae64": 6000 * cfg.hidden // 128}[cfg.architecture]
+
+    def train_mem_mb(self, cfg: TrainConfig) -> int:
+        """Peak memory of a training job: the data (and its validation copy), the model and its activations."""
+        return 1000 + 2 * self._data_mb(cfg) + self._model_mb(cfg)
+
+    def eval_mem_mb(self, cfg: TrainConfig) -> int:
+        """Peak memory of an evaluation or figure job of a run trained with ``cfg``."""
+        return 1500 + 2 * self._data_mb(cfg) + self._model_mb(cfg) // 2
+
     # Importance samples scored per second on one CPU thread (benchmarks/nll.py; a GPU is far faster),
     # and the exemplar log-prior's extra seconds per test image at S = 5000 and N = 50,000.
     _SAMPLES_PER_SECOND = {"vae": 100_000, "hvae": 18_000, "convhvae": 250, "convvae64": 20}

@@ -84,3 +84,11 @@ def test_nll_runtime_estimate_follows_the_architecture_and_prior():
     minutes = lambda arch, prior: study.nll_runtime_minutes(study.train_config("mnist", arch, prior, 0))  # noqa: E731
     assert minutes("vae", "gaussian") < minutes("vae", "exemplar") < minutes("hvae", "exemplar") < minutes("convhvae", "gaussian")
     assert minutes("convhvae", "gaussian") > 24 * 60  # 10,000 images x 5000 samples of the gated-conv decoder on a CPU
+
+
+def test_memory_requests_grow_with_the_data_and_the_model():
+    study = Study(load("config"))
+    mb = lambda d, a: study.train_mem_mb(study.train_config(d, a, "exemplar", 0))  # noqa: E731
+    assert mb("mnist", "vae") < mb("mnist", "convhvae") < mb("celeba", "convvae64")
+    smoke = Study(load("smoke"))
+    assert max(smoke.train_mem_mb(smoke.train_config(r.dataset, r.architecture, r.prior, r.seed)) for r in smoke.all_runs) < 4000

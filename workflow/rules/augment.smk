@@ -16,7 +16,7 @@ rule augment:
         f"results/benchmarks/augment/{PROFILE}/{{dataset}}/mlp{{hidden}}-{{augment}}/seed{{seed}}.tsv"
     threads: 1
     resources:
-        mem_mb=6000,
+        mem_mb=3000,
         runtime=lambda wildcards: max(10, AUG["epochs"] * int(wildcards.hidden) // 100),
     conda:
         ENV

@@ -8,7 +8,7 @@ rule prepare_data:
         "results/benchmarks/data/{dataset}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards: 6000 if wildcards.dataset == "celeba" else 2000,
         runtime=30,
     conda:
         ENV

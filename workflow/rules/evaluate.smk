@@ -18,7 +18,7 @@ rule nll:
         f"results/benchmarks/nll/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wildcards: STUDY.eval_mem_mb(train_config(wildcards)),
         runtime=lambda wildcards: STUDY.nll_runtime_minutes(train_config(wildcards)),
     conda:
         ENV
@@ -40,7 +40,7 @@ rule knn:
         f"results/benchmarks/knn/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards: STUDY.eval_mem_mb(train_config(wildcards)),
         runtime=30,
     conda:
         ENV

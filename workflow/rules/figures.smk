@@ -25,7 +25,7 @@ rule model_figure:
         "results/benchmarks/figures/{figure}_{dataset}.tsv"
     threads: 1
     resources:
-        mem_mb=6000,
+        mem_mb=lambda wildcards: 4000 if "celeba" in wildcards.dataset else 2500,
         runtime=60,
     conda:
         ENV
@@ -51,7 +51,7 @@ rule unconditional_samples:
         "logs/figures/unconditional_samples_{dataset}.log",
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards: 4000 if "celeba" in wildcards.dataset else 2500,
         runtime=10,
     conda:
         ENV

@@ -16,8 +16,9 @@ rule train:
         f"results/benchmarks/train/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
     threads: lambda wildcards: train_config(wildcards).threads
     resources:
-        mem_mb=6000,
-        runtime=lambda wildcards: STUDY.train_runtime_minutes(train_config(wildcards)),
+        mem_mb=lambda wildcards: STUDY.train_mem_mb(train_config(wildcards)),
+        # a retry (after a time-limit kill on a cluster) resumes from the checkpoint with more time
+        runtime=lambda wildcards, attempt: attempt * STUDY.train_runtime_minutes(train_config(wildcards)),
     conda:
         ENV
     script:
