@@ -87,6 +87,14 @@ def _augmentation_record(result: dict) -> dict:
     }
 
 
+_METRIC = {
+    "nll": "test_log_likelihood_nats",
+    "knn": "knn_test_error_percent",
+    "augmentation": "test_error_percent",
+    "celeba": "test_nll_bits_per_dim",
+}
+
+
 def compile_table(kind: str, result_paths: list[str | Path], reported_path: str | Path, profile: str) -> pd.DataFrame:
     """Every reported row of table ``kind`` plus every reproduced one, matched on (dataset, arch, prior)."""
     reported = load_reported(reported_path, kind)
@@ -105,14 +113,6 @@ def compile_table(kind: str, result_paths: list[str | Path], reported_path: str 
     table["profile"] = np.where(table["n_seeds"].notna(), profile, "")
     table["note"] = table["note"].fillna("")
     return table[COLUMNS].reset_index(drop=True)
-
-
-_METRIC = {
-    "nll": "test_log_likelihood_nats",
-    "knn": "knn_test_error_percent",
-    "augmentation": "test_error_percent",
-    "celeba": "test_nll_bits_per_dim",
-}
 
 
 def _summarise(group: pd.DataFrame) -> dict:
@@ -141,7 +141,7 @@ def _status(row) -> str:
     if pd.isna(row.reported_mean):
         return "no reported value"
     spread = row.reproduced_std if not pd.isna(row.reproduced_std) else row.sigma_run
-    sigma = math.sqrt(np.nansum([row.reported_std**2, (spread if not pd.isna(spread) else 0.0) ** 2]))
+    sigma = math.hypot(*(0.0 if pd.isna(v) else v for v in (row.reported_std, spread)))
     return "within 2 sigma" if abs(row.difference) <= 2 * sigma else "off"
 
 
