@@ -107,6 +107,9 @@ def test_smoke_study_makes_every_table_and_figure(workdir):
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     again = snakemake(workdir, "--cores", "2", "--configfile", "config/smoke.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+    snakemake(workdir, "--report", "report.html", "--configfile", "config/smoke.yaml")
+    report = (workdir / "report.html").read_text()
+    assert "nll.csv" in report and "exemplar_samples_mnist_subset.png" in report
 
 
 @pytest.mark.slow

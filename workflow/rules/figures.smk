@@ -8,7 +8,7 @@ rule model_figure:
     output:
         report(
             "results/figures/{figure}_{dataset}.png",
-            caption="../report/{figure}.rst",
+            caption="../report/model_figure.rst",
             category="Figures",
             subcategory="{dataset}",
         ),
