@@ -62,6 +62,14 @@ def _as_images(flat: torch.Tensor, shape) -> np.ndarray:
     return x[:, 0] if c == 1 else x.transpose(0, 2, 3, 1)
 
 
+def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
 def _show(ax, grid: np.ndarray, title: str) -> None:
     ax.imshow(grid, cmap="gray_r" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=9)
@@ -199,11 +207,7 @@ def training_curves(summary_paths, out, profile="paper"):
             ax.plot(m["epoch"], m["val_loss"], color=colours.get(prior), alpha=0.8,
                     label=None if prior in seen else prior)
             seen.add(prior)
-        ax.set_title(f"{panel[0]} / {panel[1]}", fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation -ELBO (nats)")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+        _style(ax, f"{panel[0]} / {panel[1]}", "epoch", "validation -ELBO (nats)")
     fig.suptitle(f"training curves{_profile_note(profile)}", fontsize=10)
     _save(fig, out)
 
@@ -225,10 +229,6 @@ def knn_error_vs_k(result_paths, out, profile="paper"):
                 pks, perr = zip(*sorted((int(k), v) for k, v in r["pixel"]["test_error_by_k"].items()))
                 ax.plot(pks, perr, "k--", label="pixel space")
                 pixel_done = True
-        ax.set_title(dataset, fontsize=9)
-        ax.set_xlabel("k")
-        ax.set_ylabel("test error (%)")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+        _style(ax, dataset, "k", "test error (%)")
     fig.suptitle(f"kNN classification error on encoder means{_profile_note(profile)}", fontsize=10)
     _save(fig, out)
