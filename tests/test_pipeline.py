@@ -96,13 +96,17 @@ def test_smoke_study_makes_every_table_and_figure(workdir):
         for prior in ("gaussian", "vampprior", "exemplar"):
             row = nll.loc[("mnist", arch, prior)]
             assert row["status"] in ("within 2 sigma", "off") and row["n_seeds"] == 1
-            assert row["importance_samples"] == "100" and -600 < row["reproduced_mean"] < -50
+            assert row["importance_samples"] == 100 and -600 < row["reproduced_mean"] < -50
     assert nll.loc[("mnist", "pixelsnail", "exemplar"), "status"] == "not run"
+    celeba = pd.read_csv(tables / "celeba.csv")
+    assert set(celeba["prior"]) == {"gaussian", "vampprior", "exemplar"} and set(celeba["profile"]) == {"smoke"}
+    assert celeba["metric"].eq("test_nll_bits_per_dim").all() and celeba["reproduced_mean"].between(1, 12).all()  # bits/dim; untrained: ~10
     augmentation = pd.read_csv(tables / "augmentation.csv")
     assert {"none", "exemplar"} <= set(augmentation.loc[augmentation["status"] != "not run", "prior"])
     figures = workdir / "results" / "figures"
     expected = [f"{name}_mnist_subset.png" for name in
                 ("exemplar_samples", "unconditional_samples", "interpolations", "tsne", "prior_comparison")]
+    expected += ["exemplar_samples_celeba_sample.png", "unconditional_samples_celeba_sample.png"]
     for name in expected + ["training_curves.png", "knn_error_vs_k.png"]:
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     again = snakemake(workdir, "--cores", "2", "--configfile", "config/smoke.yaml")
