@@ -92,3 +92,13 @@ def test_memory_requests_grow_with_the_data_and_the_model():
     assert mb("mnist", "vae") < mb("mnist", "convhvae") < mb("celeba", "convvae64")
     smoke = Study(load("smoke"))
     assert max(smoke.train_mem_mb(smoke.train_config(r.dataset, r.architecture, r.prior, r.seed)) for r in smoke.all_runs) < 4000
+
+
+def test_celeba_section_adds_its_runs_table_and_figures_and_can_be_switched_off():
+    config = load("smoke")
+    study = Study(config)
+    assert [r.key for r in study.celeba_runs] == [f"celeba_sample/convvae64/{p}/seed0" for p in ("gaussian", "vampprior", "exemplar")]
+    assert "results/tables/celeba.csv" in study.all_targets()
+    assert "results/figures/exemplar_samples_celeba_sample.png" in study.all_targets()
+    off = Study({**config, "celeba": None})
+    assert off.celeba_runs == [] and not any("celeba" in t for t in off.all_targets())
