@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -208,6 +209,7 @@ def training_curves(summary_paths, out, profile="paper"):
                     label=None if prior in seen else prior)
             seen.add(prior)
         _style(ax, f"{panel[0]} / {panel[1]}", "epoch", "validation -ELBO (nats)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"training curves{_profile_note(profile)}", fontsize=10)
     _save(fig, out)
 
