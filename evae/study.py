@@ -16,6 +16,16 @@ RESULTS = "results"
 # Stand-in datasets are compared with the paper's column they stand in for (and labelled as such).
 PAPER_DATASET = {"mnist_subset": "mnist", "omniglot_raw28": "omniglot"}
 KIND = {"paper": "paper protocol", "reduced": "REDUCED BUDGET", "smoke": "SMOKE"}
+# (train, validation, test) images of each dataset, for the resource estimates
+SPLIT_SIZES = {
+    "mnist": (50_000, 10_000, 10_000),
+    "fashion_mnist": (50_000, 10_000, 10_000),
+    "omniglot": (23_000, 1_345, 8_070),
+    "omniglot_raw28": (23_000, 1_345, 8_115),
+    "mnist_subset": (3_000, 1_000, 1_000),
+    "celeba": (162_770, 19_867, 19_962),
+    "celeba_sample": (24, 4, 4),
+}
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,8 @@ class Study:
             for p in models["priors"]
             for s in config["seeds"]
         ]
-        self._configs = {run.key: self._build_train_config(run, self._overrides(run)) for run in self.runs}
+        by_arch = config["train_by_architecture"]
+        self._configs = {run.key: self._build_train_config(run, by_arch.get(run.architecture, {})) for run in self.runs}
         self.celeba_runs = []
         if config.get("celeba"):
             c = config["celeba"]
@@ -59,9 +70,6 @@ class Study:
         return self.runs + self.celeba_runs
 
     # -- training --------------------------------------------------------------------------------
-
-    def _overrides(self, run: Run) -> dict:
-        return self.config["train_by_architecture"].get(run.architecture, {})
 
     def _build_train_config(self, run: Run, overrides: dict) -> TrainConfig:
         values = {
@@ -88,8 +96,7 @@ class Study:
 
     def train_runtime_minutes(self, cfg: TrainConfig) -> int:
         """A generous wall-time estimate for a scheduler (CPU, 1 thread; a GPU is far faster)."""
-        images = {"mnist_subset": 3_000, "omniglot": 23_000, "omniglot_raw28": 23_000, "celeba": 162_770,
-                  "celeba_sample": 24}.get(cfg.dataset, 50_000)
+        images = SPLIT_SIZES[cfg.dataset][0]
         images = min(images, cfg.max_train_images or images)
         per_image_ms = {"vae": 0.3, "hvae": 0.6, "convhvae": 10.0, "convvae64": 0.5 * cfg.hidden}[cfg.architecture]
         if cfg.prior == "exemplar":
@@ -97,12 +104,9 @@ class Study:
         epoch_minutes = images * per_image_ms / 60_000 + 0.2
         return max(10, math.ceil(2 * cfg.max_epochs * epoch_minutes))
 
-    _IMAGES = {"mnist_subset": 5_000, "omniglot": 32_415, "omniglot_raw28": 32_460, "celeba": 202_599,
-               "celeba_sample": 32}
-
     def _data_mb(self, cfg: TrainConfig) -> int:
         """Memory of the dataset's arrays: float32 gray levels, or uint8 levels for CelebA."""
-        images = self._IMAGES.get(cfg.dataset, 70_000)
+        images = sum(SPLIT_SIZES[cfg.dataset])
         bytes_per_image = 3 * 64 * 64 if cfg.dataset.startswith("celeba") else 784 * 4
         return images * bytes_per_image // 2**20
 
@@ -125,8 +129,7 @@ class Study:
     def nll_runtime_minutes(self, cfg: TrainConfig) -> int:
         """A generous wall-time estimate of the NLL job of a run trained with ``cfg``."""
         nll = self.config["nll"]
-        images = nll["max_images"] or {"mnist_subset": 1_000, "omniglot": 8_070, "omniglot_raw28": 8_115,
-                                       "celeba": 19_962, "celeba_sample": 4}.get(cfg.dataset, 10_000)
+        images = nll["max_images"] or SPLIT_SIZES[cfg.dataset][2]
         per_image = nll["samples"] / self._SAMPLES_PER_SECOND[cfg.architecture]
         if cfg.prior == "exemplar":
             per_image += self._EXEMPLAR_SECONDS * nll["samples"] / 5000

@@ -102,3 +102,14 @@ def test_celeba_section_adds_its_runs_table_and_figures_and_can_be_switched_off(
     assert "results/figures/exemplar_samples_celeba_sample.png" in study.all_targets()
     off = Study({**config, "celeba": None})
     assert off.celeba_runs == [] and not any("celeba" in t for t in off.all_targets())
+
+
+def test_resource_estimates_know_every_dataset_and_its_split():
+    import json
+
+    from evae.config import DATASETS
+    from evae.study import SPLIT_SIZES
+
+    assert set(SPLIT_SIZES) == set(DATASETS)
+    embedded = json.loads((REPO / "evae" / "data" / "embedded" / "mnist_subset.json").read_text())["sizes"]
+    assert SPLIT_SIZES["mnist_subset"] == (embedded["train"], embedded["val"], embedded["test"])
