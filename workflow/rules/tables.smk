@@ -21,7 +21,6 @@ rule table:
         md="results/tables/{table}.md",
     params:
         profile=PROFILE,
-        study=config,
     wildcard_constraints:
         table="nll|knn|augmentation|celeba",
     log:
