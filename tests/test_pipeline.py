@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,14 @@ def workdir(tmp_path_factory) -> Path:
 def test_lint_is_clean(workdir):
     proc = snakemake(workdir, "--lint")
     assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
+
+
+def test_every_rule_has_a_log_a_benchmark_and_resources():
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^rule ", path.read_text(), flags=re.M)[1:]:
+            name = block.split(":")[0]
+            for directive in ("log:", "benchmark:", "threads:", "resources:", "conda:"):
+                assert f"\n    {directive}" in block, f"rule {name} ({path.name}) lacks {directive}"
 
 
 def test_paper_config_plans_the_full_study(workdir):

@@ -49,6 +49,8 @@ rule unconditional_samples:
         profile=PROFILE,
     log:
         "logs/figures/unconditional_samples_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/unconditional_samples_{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards: 4000 if "celeba" in wildcards.dataset else 2500,
@@ -69,6 +71,8 @@ rule training_curves:
         profile=PROFILE,
     log:
         "logs/figures/training_curves.log",
+    benchmark:
+        "results/benchmarks/figures/training_curves.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -89,6 +93,8 @@ rule knn_error_vs_k:
         profile=PROFILE,
     log:
         "logs/figures/knn_error_vs_k.log",
+    benchmark:
+        "results/benchmarks/figures/knn_error_vs_k.tsv"
     threads: 1
     resources:
         mem_mb=1000,

@@ -25,6 +25,8 @@ rule table:
         table="nll|knn|augmentation|celeba",
     log:
         "logs/tables/{table}.log",
+    benchmark:
+        "results/benchmarks/tables/{table}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
