@@ -1,8 +1,9 @@
-"""Load a dataset as gray-level arrays with the paper's splits (method.md section 4).
+"""Load a dataset as arrays of flattened images with the paper's splits (method.md section 4).
 
-Images are float32 rows in [0, 1] (28x28 datasets flattened to 784). Validation and test sets are
-also binarised once with a fixed seed; training batches are binarised afresh by the trainer
-(`dynamic_binarize`). Exemplars, probe inputs and classifier inputs use the gray levels.
+The 28x28 datasets are float32 gray levels in [0, 1] (rows of 784). Their validation and test sets
+are also binarised once with a fixed seed; training batches are binarised afresh by the trainer
+(`dynamic_binarize`). Exemplars, probe inputs and classifier inputs use the gray levels. CelebA
+(`evae.data.celeba`) is uint8 pixel levels, channel-first, never binarised (``binary=False``).
 """
 
 from __future__ import annotations
