@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evae.priors import Prior
-from evae.priors.mixture import diagonal_log_kernel, uniform_mixture
+from evae.priors.mixture import diagonal_log_kernel, diagonal_mixture_log_prob, uniform_mixture
 
 
 class VampPrior(Prior):
@@ -43,6 +43,11 @@ class VampPrior(Prior):
     def log_prob(self, z, encoder, index=None):
         means, logvars = encoder(self.pseudo_inputs)
         return uniform_mixture(diagonal_log_kernel(z, means, logvars))
+
+    def evaluation_log_prob(self, z, encoder):
+        """The same density through matrix products, in float64 (``diagonal_mixture_log_prob``)."""
+        means, logvars = encoder(self.pseudo_inputs)
+        return diagonal_mixture_log_prob(z, means, logvars)
 
     @torch.no_grad()
     def sample(self, n, encoder, generator=None, index=None):

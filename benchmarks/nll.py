@@ -21,6 +21,13 @@ spread measured on a briefly trained exemplar VAE (10 class clusters; nearest-ne
 a third of the median distance; prior s = 1.5; posterior std 0.9). Models are untrained (speed does
 not depend on the weights) unless ``--run`` is given.
 
+The output starts with the host (CPU model, cores, ISA flags) and its float32 GEMM rate measured in the
+same run (benchmarks/host.py), and ends with every row in host-independent terms: time per image as a
+multiple of the Gaussian fast path's on the same threads, in GEMM-GFLOP per image (the host's GEMM GFLOP/s
+divided by images/s: divide by your machine's rate to predict its seconds per image), and for the exact
+exemplar log-prior, whose float32 matrix product does 2 S N (D + 1) flops an image, the share of the GEMM
+rate it reaches.
+
 Targets (issue "Evaluation"): Gaussian >= 16 images/s; exemplar prior (N = 50,000, S = 5000, exact or
 certified to 1e-3 nats) >= 20 images/s, on this 2-core CPU.
 """
@@ -43,6 +50,7 @@ from evae.evaluate.nll import estimate_image
 from evae.io import write_json
 from evae.models import VAE
 from evae.provenance import environment, set_threads
+from host import describe, host
 
 SAMPLES, EXEMPLARS, LATENT = 5000, 50_000, 40
 
@@ -107,6 +115,29 @@ def time_per_image(fn, items) -> float:
     return len(items) / (time.perf_counter() - t0)
 
 
+def host_independent(rows: list[dict], machine: dict, exact_gflop: float) -> None:
+    """Add to every row its time per image relative to the Gaussian fast path on the same threads, its GEMM-GFLOP
+    per image, and for the exact exemplar log-prior the share of the GEMM rate its matrix product reaches."""
+    gaussian = {r["threads"]: r["images_per_second"] for r in rows if r["path"] == "one-level fast path"}
+    for r in rows:
+        gemm = machine["gemm"]["gflops"][r["threads"]]
+        r["x_gaussian"] = gaussian[r["threads"]] / r["images_per_second"]
+        r["gemm_gflop_per_image"] = gemm / r["images_per_second"]
+        r["gemm_fraction"] = r["images_per_second"] * exact_gflop / gemm if r["path"] == "exact" else None
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'what':20s} {'path':22s} {'thr':>3} {'images/s':>9} {'x Gauss':>8} {'GEMM-GF/img':>11} {'% GEMM':>6}"
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in rows:
+        share = "" if r["gemm_fraction"] is None else f"{r['gemm_fraction']:.0%}"
+        print(f"{r['what']:20s} {r['path']:22s} {r['threads']:>3} {r['images_per_second']:9.2f} {r['x_gaussian']:8.2f} "
+              f"{r['gemm_gflop_per_image']:11.2f} {share:>6}")
+    print("x Gauss: time per image / the Gaussian fast path's on the same threads. GEMM-GF/img: this host's fp32 GEMM "
+          "GFLOP/s / images/s (divide by your machine's rate to predict its seconds per image). % GEMM: the exact "
+          "log-prior's matrix-product GFLOP/s as a share of the GEMM rate.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 images, 1 thread")
@@ -117,6 +148,8 @@ def main() -> None:
     args = parser.parse_args()
     n_images = args.images or (2 if args.quick else 10)
     threads = args.threads or ([1] if args.quick else [1, 2])
+    machine = host(tuple(threads), n=1024 if args.quick else 2048)
+    print(describe(machine), flush=True)
 
     torch.manual_seed(0)
     model = VAE(GaussianPrior(LATENT)).eval()
@@ -156,10 +189,12 @@ def main() -> None:
             rows.append({"what": what, "path": path, "threads": t, "images_per_second": rate, "note": extra})
             print(f"{what:20s} {path:22s} threads {t}  {rate:7.2f} images/s  {extra}", flush=True)
 
+    host_independent(rows, machine, exact_gflop=2 * SAMPLES * len(means) * (LATENT + 1) / 1e9)
+    print_table(rows)
     print(f"\nS = {SAMPLES}, N = {len(means)} exemplars ({source}), {n_images} images per row")
     if args.out:
         write_json(args.out, {"rows": rows, "samples": SAMPLES, "exemplars": len(means), "exemplar_source": source,
-                              "images": n_images, "environment": environment("cpu")})
+                              "images": n_images, "host": machine, "environment": environment("cpu")})
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ exemplars encoded with gradients at every step) is always extrapolated from ``--
 The table says which figures are extrapolated. Data: real MNIST from the dataset mirror
 (``EVAE_DATA_MIRROR`` or ../shared/data) if present, otherwise synthetic gray images of that size.
 
+The output starts with the host (CPU model, cores, ISA flags) and its float32 GEMM rate measured in the
+same run (benchmarks/host.py); besides seconds, every epoch is given in host-independent terms: as a
+multiple of the Gaussian-prior epoch of the same model and threads, and in GEMM-GFLOP (seconds x the
+GEMM GFLOP/s on the same threads: divide by your machine's rate to predict its seconds).
+
 Targets (issue "Models, priors and a resumable trainer"): exemplar kNN-mode epoch <= 1.3x the
 Gaussian-prior epoch of the same model; MLP VAE + Gaussian prior epoch on 50,000 images <= 7 s on
 2 threads.
@@ -33,6 +38,7 @@ from evae.models import build_model
 from evae.provenance import environment, set_threads
 from evae.train.optim import make_optimizer
 from evae.train.trainer import evaluate_elbo, train_epoch
+from host import describe, host
 
 PRIORS = (("gaussian", "-"), ("vampprior", "-"), ("exemplar", "knn"), ("exemplar", "exact"))
 ARCHS = ("vae", "hvae", "convhvae")
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = [int(t) for t in (args.threads or ("1" if args.quick else "1,2")).split(",")]
     priors = [tuple(s.split(":")) if ":" in s else (s, "-") for s in args.priors.split(",")]
 
+    machine = host(tuple(threads), n=1024 if args.quick else 2048)
+    print(describe(machine), flush=True)
     train_np, val_np, source = load_images(args.train_images, args.val_images)
     train_x, val_x = torch.from_numpy(train_np), torch.from_numpy(val_np)
     print(f"data: {source}, {len(train_x)} training / {len(val_x)} validation images; batch 100; "
@@ -121,13 +129,14 @@ def main(argv: list[str] | None = None) -> int:
                 steps = args.exact_steps if mode == "exact" else (args.steps or None)
                 r = {"arch": arch, "prior": prior, "mode": mode, "threads": t, **measure(cfg, train_x, val_x, steps)}
                 r["epoch_seconds"] = r["steps_seconds"] + r["refresh_seconds"] + r["val_seconds"]
+                r["epoch_gemm_gflop"] = r["epoch_seconds"] * machine["gemm"]["gflops"][t]
                 rows.append(r)
                 print(f"  measured {arch}/{prior}/{mode} threads={t}: epoch {r['epoch_seconds']:.1f} s "
                       f"[{time.perf_counter() - started:.0f} s elapsed]", file=sys.stderr, flush=True)
 
     base = {(r["arch"], r["threads"]): r["epoch_seconds"] for r in rows if r["prior"] == "gaussian"}
     header = (f"{'arch':9} {'prior':9} {'mode':5} {'thr':>3} {'s/step':>8} {'steps s':>9} {'refresh s':>9} "
-              f"{'val s':>7} {'epoch s':>9} {'x gauss':>7}  note")
+              f"{'val s':>7} {'epoch s':>9} {'x gauss':>7} {'GEMM-GF':>8}  note")
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         ratio = r["epoch_seconds"] / base[(r["arch"], r["threads"])] if (r["arch"], r["threads"]) in base else float("nan")
@@ -135,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         note = f"extrapolated from {r['timed_steps']} steps" if r["extrapolated"] else "whole epoch timed"
         print(f"{r['arch']:9} {r['prior']:9} {r['mode']:5} {r['threads']:>3} {r['step_seconds']:8.4f} "
               f"{r['steps_seconds']:9.2f} {r['refresh_seconds']:9.2f} {r['val_seconds']:7.2f} "
-              f"{r['epoch_seconds']:9.2f} {ratio:7.2f}  {note}")
+              f"{r['epoch_seconds']:9.2f} {ratio:7.2f} {r['epoch_gemm_gflop']:8.0f}  {note}")
+    print("x gauss: epoch / Gaussian-prior epoch of the same model and threads. GEMM-GF: epoch seconds x this "
+          "host's fp32 GEMM GFLOP/s on the same threads (divide by your machine's rate to predict its seconds).")
     print("\ntargets:")
     for r in rows:
         if r["mode"] == "knn":
@@ -149,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print("QUICK MODE: fewer images and steps than the real benchmark; the figures only show that it runs.")
     if args.json:
-        write_json(args.json, {"rows": rows, "data": source, "args": vars(args), "environment": environment("cpu")})
+        write_json(args.json, {"rows": rows, "data": source, "args": vars(args), "host": machine,
+                               "environment": environment("cpu")})
     return 0
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-DATASETS = ("mnist", "fashion_mnist", "omniglot", "omniglot_raw28", "mnist_subset", "celeba", "celeba_sample")
+COLOUR_DATASETS = ("celeba", "celeba_sample", "celeba_standin")  # 3 x 64 x 64 levels: only convvae64 models them
+DATASETS = ("mnist", "fashion_mnist", "omniglot", "omniglot_raw28", "mnist_subset", *COLOUR_DATASETS)
 ARCHITECTURES = ("vae", "hvae", "convhvae", "convvae64")
-COLOUR_DATASETS = ("celeba", "celeba_sample")  # 3 x 64 x 64 levels: only convvae64 models them
 PRIORS = ("gaussian", "vampprior", "exemplar")
 OPTIMIZERS = ("adamnormgrad", "adam")
 DEVICES = ("auto", "cpu", "cuda")

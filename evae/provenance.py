@@ -32,6 +32,22 @@ def git_commit() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+def cpu() -> dict:
+    """The CPU a number was measured on: model, logical cores, and the vector extensions that set the speed
+    of float32 matrix products (hosts of one kind differ 2-3x by them)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:  # not Linux: the model from platform, no flags
+        pass
+    return {"model": model, "cores": os.cpu_count(), "isa": sorted(flags & {"avx2", "avx512f", "amx_tile"})}
+
+
 def environment(device: torch.device | str | None = None) -> dict:
     import faiss
 
@@ -44,6 +60,7 @@ def environment(device: torch.device | str | None = None) -> dict:
         "faiss": faiss.__version__,
         "platform": platform.platform(),
         "host": platform.node(),
+        "cpu": cpu(),
         "device": str(device) if device is not None else None,
         "torch_threads": torch.get_num_threads(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),

@@ -2,6 +2,10 @@
 
 The Snakefile asks this module for its targets and for each run's training config, so the plan is
 plain Python that tests can check without Snakemake. Paths are relative to the working directory.
+
+Each profile owns one results root, so that no profile's run (or test) ever overwrites another's
+outputs: the paper protocol writes ``results/{runs,eval,tables,figures}``, every other profile
+``results/<profile>/{runs,eval,tables,figures}``.
 """
 
 from __future__ import annotations
@@ -13,8 +17,14 @@ from typing import Any
 from evae.config import ConfigError, TrainConfig
 
 RESULTS = "results"
+
+
+def results_root(profile: str) -> str:
+    """Where a profile's runs, evaluations, tables, figures and job benchmarks go."""
+    return RESULTS if profile == "paper" else f"{RESULTS}/{profile}"
+
 # Stand-in datasets are compared with the paper's column they stand in for (and labelled as such).
-PAPER_DATASET = {"mnist_subset": "mnist", "omniglot_raw28": "omniglot"}
+PAPER_DATASET = {"mnist_subset": "mnist", "omniglot_raw28": "omniglot", "celeba_standin": "celeba"}
 KIND = {"paper": "paper protocol", "reduced": "REDUCED BUDGET", "smoke": "SMOKE"}
 # (train, validation, test) images of each dataset, for the resource estimates
 SPLIT_SIZES = {
@@ -25,6 +35,7 @@ SPLIT_SIZES = {
     "mnist_subset": (3_000, 1_000, 1_000),
     "celeba": (162_770, 19_867, 19_962),
     "celeba_sample": (24, 4, 4),
+    "celeba_standin": (48, 8, 8),
 }
 
 
@@ -48,6 +59,7 @@ class Study:
     def __init__(self, config: dict[str, Any]):
         self.config = config
         self.profile: str = config["profile"]
+        self.root = results_root(self.profile)
         models = config["models"]
         self.runs = [
             Run(d, a, p, s)
@@ -92,7 +104,7 @@ class Study:
         return self._configs[key]
 
     def run_dir(self, run: Run) -> str:
-        return f"{RESULTS}/runs/{self.profile}/{run.key}"
+        return f"{self.root}/runs/{run.key}"
 
     def train_runtime_minutes(self, cfg: TrainConfig) -> int:
         """A generous wall-time estimate for a scheduler (CPU, 1 thread; a GPU is far faster)."""
@@ -138,7 +150,7 @@ class Study:
     # -- evaluation ------------------------------------------------------------------------------
 
     def eval_path(self, run: Run, what: str) -> str:
-        return f"{RESULTS}/eval/{self.profile}/{run.key}/{what}.json"
+        return f"{self.root}/eval/{run.key}/{what}.json"
 
     def nll_targets(self) -> list[str]:
         return [self.eval_path(run, "nll") for run in self.runs]
@@ -155,7 +167,7 @@ class Study:
         ]
 
     def augmentation_path(self, dataset: str, hidden: int, augment: str, seed: int) -> str:
-        return f"{RESULTS}/eval/{self.profile}/augmentation/{dataset}/mlp{hidden}-{augment}/seed{seed}.json"
+        return f"{self.root}/eval/augmentation/{dataset}/mlp{hidden}-{augment}/seed{seed}.json"
 
     def augmentation_targets(self) -> list[str]:
         aug = self.config["augmentation"]
@@ -195,16 +207,16 @@ class Study:
         return list(self.TABLES) + (["celeba"] if self.celeba_runs else [])
 
     def table_targets(self) -> list[str]:
-        return [f"{RESULTS}/tables/{t}.{ext}" for t in self.tables() for ext in ("csv", "md")]
+        return [f"{self.root}/tables/{t}.{ext}" for t in self.tables() for ext in ("csv", "md")]
 
     def figure_targets(self) -> list[str]:
         per_dataset = [
-            f"{RESULTS}/figures/{name}_{d}.png" for d in self.config["figures"]["datasets"] for name in self.PER_DATASET_FIGURES
+            f"{self.root}/figures/{name}_{d}.png" for d in self.config["figures"]["datasets"] for name in self.PER_DATASET_FIGURES
         ]
         if self.celeba_runs:
             d = self.celeba_runs[0].dataset
-            per_dataset += [f"{RESULTS}/figures/{name}_{d}.png" for name in self.CELEBA_FIGURES]
-        return per_dataset + [f"{RESULTS}/figures/{name}.png" for name in self.STUDY_FIGURES]
+            per_dataset += [f"{self.root}/figures/{name}_{d}.png" for name in self.CELEBA_FIGURES]
+        return per_dataset + [f"{self.root}/figures/{name}.png" for name in self.STUDY_FIGURES]
 
     def all_targets(self) -> list[str]:
         return self.table_targets() + self.figure_targets()

@@ -117,6 +117,30 @@ def test_environment_installs_the_project_with_its_tests():
     assert "-e .[test]" in pip, "environment.yml should `pip install -e .[test]` the project itself"
 
 
+def runtime_closure(requirements: list[str]) -> set[str]:
+    """Every distribution (PEP 503 name) that installing ``requirements`` without extras brings in, read from
+    the installed packages' metadata."""
+    from packaging.requirements import Requirement
+
+    seen, todo = set(), list(requirements)
+    while todo:
+        req = Requirement(todo.pop())
+        name = parse_requirement(req.name)[0]
+        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        todo += importlib.metadata.requires(name) or []
+    return seen
+
+
+def test_a_plain_install_brings_what_the_snakemake_report_imports():
+    """`pip install -e .` (no test extra, which brings pygments along with pytest) must be enough for
+    `snakemake --report`: it imports jinja2, pygments and docutils."""
+    closure = runtime_closure(PYPROJECT["project"]["dependencies"])
+    assert {"snakemake", "jinja2", "docutils"} <= closure and "pytest" not in closure
+    assert "pygments" in closure, "add pygments to [project] dependencies (and environment.yml)"
+
+
 # --- evae never imports baselines -----------------------------------------------------------------
 
 _IMPORTS_BASELINES = re.compile(

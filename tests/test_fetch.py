@@ -188,6 +188,26 @@ def test_a_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, isol
     assert spec.how_to_get in message and "omniglot_raw28" in message
 
 
+def test_with_downloads_disabled_the_message_lists_the_urls_to_download_from(isolated_data):
+    spec = get_spec("mnist")
+    with pytest.raises(DatasetUnavailableError) as info:
+        fetch(spec, spec.file("t10k-labels-idx1-ubyte.gz"), download=False)
+    lines = str(info.value).splitlines()
+    start = lines.index("  downloads were disabled; the file's URLs:")
+    assert lines[start + 1 : start + 3] == [
+        "    - https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
+        "    - http://yann.lecun.com/exdb/mnist/t10k-labels-idx1-ubyte.gz",
+    ]
+    assert "from one of the URLs above" in lines[start + 3]  # the how-to-get line refers to them
+
+
+def test_a_file_without_urls_says_so_instead_of_listing_none(isolated_data):
+    with pytest.raises(DatasetUnavailableError) as info:
+        fetch(TOY, LABELS, download=False)
+    message = str(info.value)
+    assert "this file has no public download URL" in message and "URLs:" not in message
+
+
 # --- downloading (from file:// URLs: urllib reads them without a network) -----------------------
 
 

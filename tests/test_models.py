@@ -12,7 +12,7 @@ from torch import distributions as D
 
 from evae.config import TrainConfig
 from evae.models import build_model
-from evae.models.celeba import log_discretized_logistic
+from evae.models.celeba import discretized_logistic_draw, discretized_logistic_mean, log_discretized_logistic
 
 MNIST_ARCHITECTURES = ["vae", "hvae", "convhvae"]
 PRIORS = [("gaussian", "exact"), ("vampprior", "exact"), ("exemplar", "exact"), ("exemplar", "knn")]
@@ -203,6 +203,48 @@ def test_discretized_logistic_matches_scipy_cdf_differences():
     ref = np.log(stats.logistic.cdf(hi, loc, s) - stats.logistic.cdf(lo, loc, s))
     got = log_discretized_logistic(*(torch.from_numpy(a).unsqueeze(-1) for a in (levels, loc, log_scale)))
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("loc", "log_scale"), [(0.3, -3.0), (0.0, -6.0), (1.2, -1.0), (0.5, 2.0), (-0.1, -4.0)])
+def test_discretized_logistic_mean_is_the_mean_level(loc, log_scale):
+    levels = torch.arange(256, dtype=torch.float64).unsqueeze(-1)
+    loc, log_scale = torch.tensor(loc, dtype=torch.float64), torch.tensor(log_scale, dtype=torch.float64)
+    probs = log_discretized_logistic(levels, loc, log_scale).exp()
+    expected = (levels[:, 0] * probs).sum().item()
+    assert discretized_logistic_mean(loc, log_scale).item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_discretized_logistic_draws_follow_its_probabilities():
+    loc, log_scale = torch.full((40_000,), 0.3), torch.full((40_000,), -3.0)
+    draws = discretized_logistic_draw(loc, log_scale, torch.Generator().manual_seed(0))
+    assert draws.min() >= 0 and draws.max() <= 255 and torch.equal(draws, draws.floor())
+    probs = log_discretized_logistic(torch.arange(256.0).unsqueeze(-1), torch.tensor(0.3), torch.tensor(-3.0)).exp()
+    for level in (0, 76, 90, 255):  # the lower edge bin, the mode, a shoulder, the upper edge bin
+        p = probs[level].item()
+        assert abs((draws == level).float().mean().item() - p) < 6 * math.sqrt(p * (1 - p) / 40_000) + 1e-6
+
+
+def test_generated_images_are_decoder_means_unless_draws_are_asked_for():
+    model = make("vae").eval()
+    with torch.no_grad():
+        means = model.generate(5, generator=torch.Generator().manual_seed(3))
+        expected = model.decode(torch.randn(5, 40, generator=torch.Generator().manual_seed(3)))
+        draws = model.generate(2000, generator=torch.Generator().manual_seed(3), draws=True)
+        first = model.decode(torch.randn(2000, 40, generator=torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(means, expected)
+    assert ((means > 0.01) & (means < 0.99)).any()  # gray levels, not binary pixels
+    assert set(draws.unique().tolist()) == {0.0, 1.0}
+    assert abs(draws.mean() - first.mean()) < 6 * math.sqrt(0.25 / draws.numel())
+
+
+def test_convvae64_shows_the_mean_level_and_draws_levels():
+    model = _convvae64().eval()
+    z = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        loc, log_scale = model._loc(z), model._pixel_log_scale()
+        torch.testing.assert_close(model.decode(z), discretized_logistic_mean(loc, log_scale) / 255)
+        draws = model.draw_images(z, torch.Generator().manual_seed(0)) * 255
+    assert torch.equal(draws, draws.round()) and draws.min() >= 0 and draws.max() <= 255
 
 
 def _convvae64(prior="gaussian", mode="exact", hidden=8, latent=16, n=12):

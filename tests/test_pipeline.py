@@ -1,4 +1,8 @@
-"""The Snakemake pipeline: lint, planning, config validation, the smoke study end to end, resuming."""
+"""The Snakemake pipeline: lint, planning, config validation, resuming.
+
+The smoke study end to end, and its report, are CI's first part: the README's Quickstart run verbatim
+(.ci/run, tests/quickstart.py).
+"""
 
 from __future__ import annotations
 
@@ -88,47 +92,9 @@ def test_bad_config_stops_before_any_job(workdir, bad, message):
 
 
 @pytest.mark.slow
-def test_smoke_study_makes_every_table_and_figure(workdir):
-    snakemake(workdir, "--cores", "2", "--configfile", "config/smoke.yaml")
-    tables = workdir / "results" / "tables"
-    for kind in ("nll", "knn", "augmentation"):
-        table = pd.read_csv(tables / f"{kind}.csv")
-        run = table[table["status"] != "not run"]
-        assert len(run), f"{kind}: no reproduced row"
-        assert set(run["profile"]) == {"smoke"}, f"{kind}: smoke rows must say so"
-        assert set(run["data_used"]) == {"mnist_subset"}
-        markdown = (tables / f"{kind}.md").read_text()
-        assert "SMOKE" in markdown.splitlines()[0]
-        assert all("SMOKE" in line for line in markdown.splitlines() if "mnist_subset" in line)
-    nll = pd.read_csv(tables / "nll.csv").set_index(["dataset", "architecture", "prior"])
-    for arch in ("vae", "hvae", "convhvae"):
-        for prior in ("gaussian", "vampprior", "exemplar"):
-            row = nll.loc[("mnist", arch, prior)]
-            assert row["status"] in ("within 2 sigma", "off") and row["n_seeds"] == 1
-            assert row["importance_samples"] == 100 and -600 < row["reproduced_mean"] < -50
-    assert nll.loc[("mnist", "pixelsnail", "exemplar"), "status"] == "not run"
-    celeba = pd.read_csv(tables / "celeba.csv")
-    assert set(celeba["prior"]) == {"gaussian", "vampprior", "exemplar"} and set(celeba["profile"]) == {"smoke"}
-    assert celeba["metric"].eq("test_nll_bits_per_dim").all() and celeba["reproduced_mean"].between(1, 12).all()  # bits/dim; untrained: ~10
-    augmentation = pd.read_csv(tables / "augmentation.csv")
-    assert {"none", "exemplar"} <= set(augmentation.loc[augmentation["status"] != "not run", "prior"])
-    figures = workdir / "results" / "figures"
-    expected = [f"{name}_mnist_subset.png" for name in
-                ("exemplar_samples", "unconditional_samples", "interpolations", "tsne", "prior_comparison")]
-    expected += ["exemplar_samples_celeba_sample.png", "unconditional_samples_celeba_sample.png"]
-    for name in expected + ["training_curves.png", "knn_error_vs_k.png"]:
-        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    again = snakemake(workdir, "--cores", "2", "--configfile", "config/smoke.yaml")
-    assert "Nothing to be done" in again.stdout + again.stderr
-    snakemake(workdir, "--report", "report.html", "--configfile", "config/smoke.yaml")
-    report = (workdir / "report.html").read_text()
-    assert "nll.csv" in report and "exemplar_samples_mnist_subset.png" in report
-
-
-@pytest.mark.slow
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
     workdir = make_workdir(tmp_path)
-    target = "results/runs/smoke/mnist_subset/vae/gaussian/seed0/summary.json"
+    target = "results/smoke/runs/mnist_subset/vae/gaussian/seed0/summary.json"
     args = [target, "--cores", "1", "--configfile", "config/smoke.yaml",
             "--config", "train={'max_epochs': 40, 'warmup_epochs': 40, 'patience': 40}"]
     run_dir = workdir / Path(target).parent
@@ -145,7 +111,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
     assert not (run_dir / "summary.json").exists() and (run_dir / "checkpoint.pt").exists(), output
     assert interrupted_at < 40
     snakemake(workdir, *args)
-    log = (workdir / "logs/train/smoke/mnist_subset/vae/gaussian/seed0.log").read_text()
+    log = (workdir / "logs/smoke/train/mnist_subset/vae/gaussian/seed0.log").read_text()
     assert f"resuming after epoch {interrupted_at}" in log
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert list(metrics["epoch"]) == list(range(1, 41))

@@ -255,6 +255,26 @@ def test_vampprior_equals_torch_mixture_of_pseudo_input_posteriors():
     assert prior.pseudo_raw.grad.abs().sum() > 0  # pseudo-inputs are learned
 
 
+def test_vampprior_evaluation_form_equals_scipy_where_variances_are_small():
+    """The matrix-product form (evaluation) against a float64 scipy mixture, with posterior variances down to
+    e^-9 and samples a few posterior widths from the nearest component, where the expanded terms cancel."""
+    g = torch.Generator().manual_seed(3)
+    k, d = 50, 40
+    means = torch.randn(k, d, generator=g) * 2
+    logvars = -9 + 7 * torch.rand(k, d, generator=g)
+    z = means[torch.randint(k, (300,), generator=g)] + 0.05 * torch.randn(300, d, generator=g)
+    prior = VampPrior(input_dim=3, num_pseudo=k)
+    got = prior.evaluation_log_prob(z, lambda x: (means, logvars))
+    assert got.dtype == torch.float64
+    kernels = np.stack([
+        stats.multivariate_normal(means[j].double().numpy(), np.diag(np.exp(logvars[j].double().numpy()))).logpdf(
+            z.double().numpy())
+        for j in range(k)
+    ], axis=1)
+    np.testing.assert_allclose(got.numpy(), logsumexp(kernels, axis=1) - math.log(k), rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.float(), prior.log_prob(z, lambda x: (means, logvars)), rtol=1e-5, atol=2e-3)
+
+
 def test_vampprior_pseudo_inputs_init_and_range():
     torch.manual_seed(8)
     prior = VampPrior(input_dim=784, num_pseudo=500)
@@ -314,3 +334,11 @@ def test_exemplar_conditioned_samples_have_mean_mu_and_variance_s2():
     assert (samples.mean(0) - mu).abs().max() < 5 * se_mean
     # per-dimension sample variance has relative standard error sqrt(2 / (n - 1))
     assert ((samples.var(0) / variance) - 1).abs().max() < 5 * math.sqrt(2 / (n - 1))
+
+
+def test_fast_logsumexp_equals_torch_far_into_the_tail():
+    from evae.priors.mixture import fast_logsumexp
+
+    logits = torch.tensor([[0.0, -1.0, -710.0, -5000.0], [3.0, 3.0, -800.0, 2.0], [-1e4, -1e4 - 0.5, -2e4, -3e4]],
+                          dtype=torch.float64)
+    torch.testing.assert_close(fast_logsumexp(logits), torch.logsumexp(logits, -1), rtol=0, atol=1e-15)

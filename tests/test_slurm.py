@@ -43,9 +43,9 @@ TEST_CLUSTER_FLAGS = (
 SMOKE = ("--configfile", "config/smoke.yaml")
 # Two smoke runs (the MLP VAE with the Gaussian and the exemplar prior), their test NLL and a figure
 # drawn from the exemplar model: six jobs in four waves (prepare_data; train x 2; nll x 2 and the figure).
-RUNS = [Path(f"results/runs/smoke/mnist_subset/vae/{prior}/seed0") for prior in ("gaussian", "exemplar")]
-FIGURES = [Path("results/figures/exemplar_samples_mnist_subset.png")]
-EVALS = [Path(str(run).replace("results/runs", "results/eval")) for run in RUNS]
+RUNS = [Path(f"results/smoke/runs/mnist_subset/vae/{prior}/seed0") for prior in ("gaussian", "exemplar")]
+FIGURES = [Path("results/smoke/figures/exemplar_samples_mnist_subset.png")]
+EVALS = [Path(str(run).replace("results/smoke/runs", "results/smoke/eval")) for run in RUNS]
 TARGETS = [str(run / "summary.json") for run in RUNS] + [str(e / "nll.json") for e in EVALS] + [str(f) for f in FIGURES]
 
 
@@ -221,6 +221,6 @@ def test_a_request_the_node_cannot_satisfy_fails_at_once(slurm_node, tmp_path, r
         too_much = ("--set-threads", f"prepare_data={slurm_node['CPUTot'] + 1}")
     else:
         too_much = ("--set-resources", f"prepare_data:mem_mb={slurm_node['RealMemory'] + 1}")
-    status, output = run_snakemake(workdir, "resources/data/manifests/mnist_subset.json", "--profile", "profiles/slurm",
+    status, output = run_snakemake(workdir, "results/smoke/data/mnist_subset.json", "--profile", "profiles/slurm",
                                    *TEST_CLUSTER_FLAGS, *too_much, *SMOKE, timeout=120)
     assert status != 0 and rejection in output, output[-8000:]

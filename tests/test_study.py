@@ -34,10 +34,15 @@ def test_paper_protocol_settings_reach_each_run():
     assert (conv.exemplar_mode, conv.exemplar_k) == ("knn", 10)  # the paper's 10NN rows
 
 
-def test_runs_of_different_profiles_never_share_a_folder():
-    paper, reduced = Study(load("config")), Study(load("reduced"))
+def test_each_profile_writes_under_its_own_root():
+    paper, smoke = Study(load("config")), Study(load("smoke"))
+    reduced = Study({**load("config"), **load("reduced")})  # as Snakemake merges --configfile over config.yaml
     run = reduced.runs[0]
-    assert paper.run_dir(run) != reduced.run_dir(run)
+    assert (paper.run_dir(run), reduced.run_dir(run)) == (f"results/runs/{run.key}", f"results/reduced/runs/{run.key}")
+    for study in (paper, reduced, smoke):
+        others = [s.root for s in (paper, reduced, smoke) if s is not study and s.root != "results"]
+        paths = study.all_targets() + [study.run_dir(r) for r in study.all_runs] + study.nll_targets()
+        assert all(p.startswith(study.root + "/") and not any(p.startswith(o + "/") for o in others) for p in paths)
 
 
 def test_unknown_training_key_is_rejected_with_the_run_named():
@@ -97,9 +102,9 @@ def test_memory_requests_grow_with_the_data_and_the_model():
 def test_celeba_section_adds_its_runs_table_and_figures_and_can_be_switched_off():
     config = load("smoke")
     study = Study(config)
-    assert [r.key for r in study.celeba_runs] == [f"celeba_sample/convvae64/{p}/seed0" for p in ("gaussian", "vampprior", "exemplar")]
-    assert "results/tables/celeba.csv" in study.all_targets()
-    assert "results/figures/exemplar_samples_celeba_sample.png" in study.all_targets()
+    assert [r.key for r in study.celeba_runs] == [f"celeba_standin/convvae64/{p}/seed0" for p in ("gaussian", "vampprior", "exemplar")]
+    assert "results/smoke/tables/celeba.csv" in study.all_targets()
+    assert "results/smoke/figures/exemplar_samples_celeba_standin.png" in study.all_targets()
     off = Study({**config, "celeba": None})
     assert off.celeba_runs == [] and not any("celeba" in t for t in off.all_targets())
 

@@ -28,7 +28,8 @@ def nll_result(dataset, arch, prior, seed, nll, sem=0.3, epochs=100, samples=500
 
 
 def run_record(dataset, arch, prior, seed, epochs=100):
-    config = {"dataset": dataset, "architecture": arch, "prior": prior, "seed": seed}
+    config = {"dataset": dataset, "architecture": arch, "prior": prior, "seed": seed, "exemplar_mode": "exact",
+              "exemplar_subset": 0.5, "exemplar_k": 10}
     return {"config": config, "config_digest": f"hash{seed}", "epochs_trained": epochs}
 
 
@@ -56,6 +57,7 @@ def test_nll_rows_carry_mean_std_difference_and_status(tmp_path):
     assert row["config_hash"] == "hash0,hash1" and row["profile"] == "paper"
     gaussian = table.set_index(["dataset", "architecture", "prior"]).loc[("mnist", "vae", "gaussian")]
     assert gaussian["status"] == "off"  # -90.1 against -84.45 +- 0.12
+    assert row["exemplar_training"] == "exact, M=0.5N" and gaussian["exemplar_training"] == ""
     assert len(table) == 41  # every reported row, reproduced or not
     assert (table["status"] == "not run").sum() == 39
 

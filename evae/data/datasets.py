@@ -3,7 +3,8 @@
 The 28x28 datasets are float32 gray levels in [0, 1] (rows of 784). Their validation and test sets
 are also binarised once with a fixed seed; training batches are binarised afresh by the trainer
 (`dynamic_binarize`). Exemplars, probe inputs and classifier inputs use the gray levels. CelebA
-(`evae.data.celeba`) is uint8 pixel levels, channel-first, never binarised (``binary=False``).
+(`evae.data.celeba`) and its synthetic stand-in (`evae.data.standin`) are uint8 pixel levels,
+channel-first, never binarised (``binary=False``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from evae.io import atomic_path
 BINARIZE_SEED = 777
 SPLIT_SEED = 0
 EMBEDDED_NAME = "mnist_subset"
+# Datasets that stand in for one the paper uses, and what they are (figures name them so)
+STAND_INS = {
+    "celeba_standin": "synthetic faces, not CelebA",
+    "omniglot_raw28": "raw Omniglot, not the paper's chardata.mat",
+}
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,8 @@ def load_dataset(
     split_seed: int = SPLIT_SEED,
     binarize_seed: int = BINARIZE_SEED,
 ) -> ImageDataset:
-    """Load ``name`` (mnist, fashion_mnist, omniglot, omniglot_raw28, mnist_subset, celeba or celeba_sample)."""
+    """Load ``name`` (mnist, fashion_mnist, omniglot, omniglot_raw28, mnist_subset, celeba, celeba_sample or
+    celeba_standin)."""
     kwargs = dict(cache=cache, mirrors=mirrors, download=download)
     if name in ("mnist", "fashion_mnist"):
         ds = _load_idx_dataset(name, **kwargs)
@@ -94,22 +101,34 @@ def load_dataset(
         ds = load_embedded_subset()
     elif name in ("celeba", "celeba_sample"):
         return _load_celeba(name == "celeba_sample", **kwargs)
+    elif name == "celeba_standin":
+        from evae.data.standin import standin_arrays
+
+        return _colour_dataset(name, *standin_arrays())
     else:
         raise KeyError(
             f"unknown dataset {name!r}; known: mnist, fashion_mnist, omniglot, omniglot_raw28, {EMBEDDED_NAME}, "
-            "celeba, celeba_sample"
+            "celeba, celeba_sample, celeba_standin"
         )
     ds.provenance["binarize"] = f"val/test binarised once: numpy default_rng([{binarize_seed}, 0|1]); train dynamic"
     return dataclasses.replace(ds, binarize_seed=binarize_seed)
 
 
 def _load_celeba(sample: bool, **kwargs) -> ImageDataset:
-    from evae.data.celeba import IMAGE_SHAPE, load_celeba_arrays
+    from evae.data.celeba import load_celeba_arrays
 
     arrays, provenance = load_celeba_arrays(sample, **kwargs)
+    provenance = {**provenance, "labels": "none (CelebA attributes are not used)"}
+    return _colour_dataset("celeba_sample" if sample else "celeba", arrays, provenance)
+
+
+def _colour_dataset(name: str, arrays: dict[str, np.ndarray], provenance: dict) -> ImageDataset:
+    """3x64x64 uint8 images per split, without labels (all zero), as the CelebA model reads them."""
+    from evae.data.celeba import IMAGE_SHAPE
+
     no_labels = {split: np.zeros(len(a), dtype=np.int64) for split, a in arrays.items()}
     return ImageDataset(
-        name="celeba_sample" if sample else "celeba",
+        name=name,
         image_shape=IMAGE_SHAPE,
         train=arrays["train"],
         train_labels=no_labels["train"],
@@ -118,7 +137,7 @@ def _load_celeba(sample: bool, **kwargs) -> ImageDataset:
         test=arrays["test"],
         test_labels=no_labels["test"],
         binary=False,
-        provenance={**provenance, "labels": "none (CelebA attributes are not used)"},
+        provenance=provenance,
     )
 
 

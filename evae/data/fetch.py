@@ -144,10 +144,10 @@ def _explain(dataset: DatasetSpec, file: FileSpec, attempts: list[Attempt], down
         "  looked in:",
         *[f"    - {a.place}: {a.outcome}" for a in attempts],
     ]
-    if not download:
-        lines.append("  downloads were disabled")
-    elif not file.urls:
+    if not file.urls:
         lines.append("  this file has no public download URL")
+    elif not download:
+        lines += ["  downloads were disabled; the file's URLs:", *[f"    - {url}" for url in file.urls]]
     lines += [
         f"  how to get it: {dataset.how_to_get}.",
         f"  The cache root is ${CACHE_ENV} (default {DEFAULT_CACHE}); mirror roots are listed in "

@@ -17,7 +17,8 @@ an image; samples are drawn ``chunk`` at a time to bound memory.
   ``evae.evaluate.exemplar_logprior``, exact or certified to ``exemplar_bound`` nats. The estimate is
   then a lower bound on the exact IW estimate within the certified bound: each image's log p(x) estimate
   lies in [returned, returned + certified].
-* Other priors: ``prior.log_prob``, with the encoder outputs of pseudo-inputs computed once per image.
+* Other priors: ``prior.evaluation_log_prob`` (float64; the VampPrior's as matrix products), with the
+  encoder outputs of pseudo-inputs computed once per image.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from evae.train.trainer import load_run
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 2500  # samples decoded per batch: [2500 x 784] float32 is 8 MB
-PRIOR_CHUNK = 500  # rows per prior.log_prob call (the VampPrior builds [rows, K, D])
 
 # The model clamps Bernoulli means to [PROB_EPS, 1 - PROB_EPS] in float32; the same clamp in logit space,
 # from the float32 values of those bounds, so that the clamped likelihood is reproduced exactly.
@@ -113,10 +113,7 @@ def estimate_image(
         prior = exemplar_log_prior(z, mean[0], model.prior.cached_means, model.prior.logvar, bound=exemplar_bound)
         log_prior, certified, computed = prior.log_prob, prior.certified, prior.computed_fraction
     else:
-        encode = prior_encoder or _OnceEncoder(model.encode)
-        log_prior = torch.cat(
-            [model.prior.log_prob(z[i : i + PRIOR_CHUNK], encode).double() for i in range(0, len(z), PRIOR_CHUNK)]
-        )
+        log_prior = model.prior.evaluation_log_prob(z, prior_encoder or _OnceEncoder(model.encode))
     log_w = torch.cat(rest).double() + log_prior
     log_px = float(torch.logsumexp(log_w, 0)) - math.log(samples)
     return ImageEstimate(log_px, float(log_w.mean()), certified, computed)

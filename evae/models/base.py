@@ -55,8 +55,14 @@ class LatentVariableModel(nn.Module):
         raise NotImplementedError
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli means of p(x | top latent ``z``) (lower latents drawn from their conditional prior)."""
+        """Mean image of p(x | top latent ``z``), in [0, 1]: the Bernoulli means for the binary models
+        (lower latents drawn from their conditional prior)."""
         raise NotImplementedError
+
+    def draw_images(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One image drawn from p(x | top latent ``z``), in [0, 1]: binary for the Bernoulli decoders."""
+        means = self.decode(z)
+        return (torch.rand(means.shape, generator=generator).to(means.device) < means).to(means.dtype)
 
     # -- shared --
     def log_prior(self, z: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,14 +81,16 @@ class LatentVariableModel(nn.Module):
         return loss, {"rec": t["rec"].mean().detach(), "kl": t["kl"].mean().detach()}
 
     @torch.no_grad()
-    def generate(self, n: int, generator: torch.Generator | None = None, index: torch.Tensor | None = None):
-        """Bernoulli means of ``n`` samples; ``index`` picks exemplars / pseudo-inputs where the prior has them.
+    def generate(self, n: int, generator: torch.Generator | None = None, index: torch.Tensor | None = None,
+                 draws: bool = False):
+        """Decoder means of ``n`` prior samples (with ``draws``, images drawn from the decoder instead);
+        ``index`` picks exemplars / pseudo-inputs where the prior has them.
 
-        ``generator`` drives the prior draw; the lower latent of two-level models (z1 ~ p(z1 | z2), a
-        sample, as the authors generate) comes from the global torch RNG.
+        ``generator`` drives the prior draw and the image draws; the lower latent of two-level models
+        (z1 ~ p(z1 | z2), a sample, as the authors generate) comes from the global torch RNG.
         """
         z = self.prior.sample(n, self.encode, generator=generator, index=index)
-        return self.decode(z)
+        return self.draw_images(z, generator) if draws else self.decode(z)
 
 
 def bernoulli_means(logits: torch.Tensor) -> torch.Tensor:

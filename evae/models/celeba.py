@@ -17,7 +17,8 @@ Choices where method.md is silent (the authors' exploratory model leaves them op
 * BatchNorm runs in training mode for every encoder call while training, including the exemplar
   and pseudo-input batches that priors encode (their statistics enter the running averages);
   refresh and evaluation use the running averages (``model.eval()``).
-* ``decode`` returns the logistic locations clamped to [0, 1] (the image "means").
+* ``decode`` returns the mean level of the discretized logistic divided by 255 (in [0, 1], as the
+  data are shown), ``draw_images`` a draw of it on the same scale.
 """
 
 from __future__ import annotations
@@ -67,6 +68,26 @@ def log_discretized_logistic(levels: torch.Tensor, loc: torch.Tensor, log_scale:
     return out.sum(-1)
 
 
+def discretized_logistic_mean(loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Mean level (0..255) of the discretized logistic of `log_discretized_logistic`, elementwise.
+
+    E[level] = sum over k = 1..255 of P(level >= k), and P(level >= k) = sigmoid((loc - k / 256) / s).
+    """
+    inv_scale = torch.exp(-log_scale)
+    mean = torch.zeros_like(loc)
+    for k in range(1, LEVELS):
+        mean += torch.sigmoid((loc - k / LEVELS) * inv_scale)
+    return mean
+
+
+def discretized_logistic_draw(loc: torch.Tensor, log_scale: torch.Tensor,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Levels (0..255, float) drawn from the discretized logistic: a logistic draw, binned and clipped."""
+    u = torch.rand(loc.shape, generator=generator).to(loc.device).clamp(1e-7, 1 - 1e-7)
+    x = loc + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))
+    return torch.floor(x * LEVELS).clamp(0, LEVELS - 1)
+
+
 def _down(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.ELU())
 
@@ -107,7 +128,10 @@ class ConvVAE64(LatentVariableModel):
         return self.decoder(z) + 0.5
 
     def decode(self, z):
-        return self._loc(z).clamp(0.0, 1.0)
+        return discretized_logistic_mean(self._loc(z), self._pixel_log_scale()) / (LEVELS - 1)
+
+    def draw_images(self, z, generator=None):
+        return discretized_logistic_draw(self._loc(z), self._pixel_log_scale(), generator) / (LEVELS - 1)
 
     def _pixel_log_scale(self) -> torch.Tensor:
         c, h, w = self.image_shape

@@ -32,6 +32,10 @@ class Prior(nn.Module):
         """``n`` draws from p(z). Mixture priors pick components uniformly, or those in ``index``."""
         raise NotImplementedError
 
+    def evaluation_log_prob(self, z: torch.Tensor, encoder: Encoder) -> torch.Tensor:
+        """log p(z) in float64 for the many samples of an evaluation (no leave-one-out). Default: ``log_prob``."""
+        return self.log_prob(z, encoder).double()
+
     @torch.no_grad()
     def refresh(self, encoder: Encoder) -> None:
         """Called after every training epoch (before validation) and before evaluation. Default: nothing."""

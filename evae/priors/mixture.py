@@ -26,6 +26,29 @@ def diagonal_log_kernel(z: torch.Tensor, means: torch.Tensor, logvars: torch.Ten
     return -0.5 * (LOG_2PI + logvars.unsqueeze(0) + diff.pow(2) * torch.exp(-logvars).unsqueeze(0)).sum(-1)
 
 
+def diagonal_mixture_log_prob(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k N(z_b; means_k, diag(exp(logvars_k))) for every row of ``z`` [B, D]: [B], float64.
+
+    The evaluation form of ``uniform_mixture(diagonal_log_kernel(...))``: with w_k = exp(-logvars_k),
+    each exponent -|z - m_k|^2_w / 2 is expanded as -z^2.w_k / 2 + z.(m_k w_k) - m_k^2.w_k / 2, so the
+    [B, K] kernel is one [B, 2D] x [2D, K] matrix product instead of a [B, K, D] tensor. Float64,
+    because the expanded terms are large where variances are small and cancel.
+    """
+    z64, m, lv = z.double(), means.double(), logvars.double()
+    w = torch.exp(-lv)
+    const = -0.5 * ((m * m * w).sum(-1) + lv.sum(-1) + z.shape[-1] * LOG_2PI)
+    logits = torch.addmm(const, torch.cat([z64 * z64, z64], 1), torch.cat([-0.5 * w, m * w], 1).T)
+    return fast_logsumexp(logits) - math.log(means.shape[0])
+
+
+def fast_logsumexp(logits: torch.Tensor) -> torch.Tensor:
+    """log sum_k exp(logits[b, k]) per row. Terms more than 700 nats below their row's maximum are raised to
+    it minus 700 (changing the sum by less than 1e-300 of it), so that ``exp`` never enters the subnormal
+    range, where it runs ~10x slower on a CPU (``torch.logsumexp``: 3x slower overall for far components)."""
+    top = logits.amax(-1, keepdim=True)
+    return top.squeeze(-1) + (logits - top).clamp_min_(-700.0).exp_().sum(-1).log_()
+
+
 def uniform_mixture(log_kernel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """log (1/M') sum_m exp(log_kernel[b, m]) over the unmasked components (``mask`` True = drop).
 

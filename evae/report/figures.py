@@ -1,7 +1,9 @@
 """The paper's figures, drawn from trained runs and evaluation results (matplotlib, PNG).
 
-Every figure's title names the run it was drawn from and, for studies other than the paper
-protocol, says that it comes from a smoke or reduced-budget run.
+Every figure's title names the run it was drawn from, says when its data is a stand-in and, for
+studies other than the paper protocol, that it comes from a smoke or reduced-budget run. Generated
+images are the decoder's means (as the paper shows them) unless ``draws=True`` asks for images
+drawn from the decoder (binary for the Bernoulli decoders, hence noisy).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from evae.data import STAND_INS  # noqa: E402
 from evae.io import atomic_path  # noqa: E402
 from evae.priors.mixture import isotropic_log_kernel  # noqa: E402
 from evae.study import KIND  # noqa: E402
@@ -33,7 +36,13 @@ def _save(fig, out: str | Path) -> None:
 
 def _label(run) -> str:
     cfg = run.cfg
-    return f"{cfg.dataset} / {cfg.architecture} / {cfg.prior} / seed {cfg.seed}"
+    label = f"{cfg.dataset} / {cfg.architecture} / {cfg.prior} / seed {cfg.seed}"
+    return label + (f" [STAND-IN: {STAND_INS[cfg.dataset]}]" if cfg.dataset in STAND_INS else "")
+
+
+def _decoded(draws: bool) -> str:
+    """What the generated images of a figure are."""
+    return "draws from the decoder" if draws else "decoder means"
 
 
 def _profile_note(profile: str) -> str:
@@ -78,37 +87,42 @@ def _show(ax, grid: np.ndarray, title: str) -> None:
 
 
 @torch.no_grad()
-def exemplar_samples(run_dir, out, seed: int = 0, n_exemplars: int = 8, per_exemplar: int = 8, profile="paper"):
-    """Each row: a training exemplar (left, boxed by a gap) and samples of p(x | z ~ N(mu(x_n), s^2 I))."""
+def exemplar_samples(run_dir, out, seed: int = 0, n_exemplars: int = 8, per_exemplar: int = 8, profile="paper",
+                     draws: bool = False):
+    """Each row: a training exemplar (left, boxed by a gap) and the decoder means (or, with ``draws``, draws)
+    of p(x | z) for z ~ N(mu(x_n), s^2 I)."""
     run = load_run(run_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(run.data.train), generator=g)[:n_exemplars]
     exemplars = torch.from_numpy(run.data.train[idx.numpy()]).to(run.device)
-    samples = run.model.generate(n_exemplars * per_exemplar, generator=g, index=idx.repeat_interleave(per_exemplar))
+    samples = run.model.generate(n_exemplars * per_exemplar, generator=g, index=idx.repeat_interleave(per_exemplar),
+                                 draws=draws)
     ex = _as_images(exemplars, run.data.image_shape)
     sm = _as_images(samples, run.data.image_shape).reshape(n_exemplars, per_exemplar, *ex.shape[1:])
     blank = np.zeros_like(ex[:1]) if ex.ndim == 3 else np.ones_like(ex[:1])
     rows = [np.concatenate([ex[i : i + 1], blank, sm[i]]) for i in range(n_exemplars)]
     fig, ax = plt.subplots(figsize=(0.6 * (per_exemplar + 2), 0.6 * n_exemplars))
-    _show(ax, image_grid(np.concatenate(rows), per_exemplar + 2), f"exemplar | samples ({_label(run)}){_profile_note(profile)}")
+    title = f"exemplar | {_decoded(draws)} of exemplar-conditioned samples ({_label(run)}){_profile_note(profile)}"
+    _show(ax, image_grid(np.concatenate(rows), per_exemplar + 2), title)
     _save(fig, out)
 
 
 @torch.no_grad()
-def unconditional_samples(run_dirs, out, seed: int = 0, n: int = 64, profile="paper"):
-    """Bernoulli means of ``n`` prior samples from each run, one panel per run."""
+def unconditional_samples(run_dirs, out, seed: int = 0, n: int = 64, profile="paper", draws: bool = False):
+    """Decoder means (or, with ``draws``, draws) of ``n`` prior samples from each run, one panel per run."""
     fig, axes = plt.subplots(1, len(run_dirs), figsize=(4 * len(run_dirs), 4.4), squeeze=False)
     for ax, run_dir in zip(axes[0], run_dirs):
         run = load_run(run_dir)
-        samples = run.model.generate(n, generator=torch.Generator().manual_seed(seed))
+        samples = run.model.generate(n, generator=torch.Generator().manual_seed(seed), draws=draws)
         _show(ax, image_grid(_as_images(samples, run.data.image_shape), int(math.sqrt(n))), _label(run))
-    fig.suptitle(f"unconditional samples{_profile_note(profile)}", fontsize=10)
+    fig.suptitle(f"unconditional samples: {_decoded(draws)}{_profile_note(profile)}", fontsize=10)
     _save(fig, out)
 
 
 @torch.no_grad()
-def interpolations(run_dir, out, seed: int = 0, pairs: int = 6, steps: int = 10, profile="paper"):
-    """Decoded straight lines between the encoder means of pairs of test images (ends shown as data)."""
+def interpolations(run_dir, out, seed: int = 0, pairs: int = 6, steps: int = 10, profile="paper", draws: bool = False):
+    """Decoder means (or, with ``draws``, draws) along straight lines between the encoder means of pairs
+    of test images (ends shown as data)."""
     run = load_run(run_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(run.data.test), generator=g)[: 2 * pairs].numpy()
@@ -118,12 +132,14 @@ def interpolations(run_dir, out, seed: int = 0, pairs: int = 6, steps: int = 10,
     t = torch.linspace(0, 1, steps, device=mu.device)
     z = a[:, None] + t[None, :, None] * (b - a)[:, None]
     torch.manual_seed(seed)  # two-level models draw z1 given z2
-    decoded = _as_images(run.model.decode(z.reshape(-1, z.shape[-1])), run.data.image_shape)
+    z = z.reshape(-1, z.shape[-1])
+    decoded = _as_images(run.model.draw_images(z, g) if draws else run.model.decode(z), run.data.image_shape)
     decoded = decoded.reshape(pairs, steps, *decoded.shape[1:])
     ends = _as_images(x, run.data.image_shape)
     rows = [np.concatenate([ends[i : i + 1], decoded[i], ends[pairs + i : pairs + i + 1]]) for i in range(pairs)]
     fig, ax = plt.subplots(figsize=(0.6 * (steps + 2), 0.6 * pairs))
-    _show(ax, image_grid(np.concatenate(rows), steps + 2), f"interpolation of encoder means ({_label(run)}){_profile_note(profile)}")
+    title = f"interpolation of encoder means, {_decoded(draws)} ({_label(run)}){_profile_note(profile)}"
+    _show(ax, image_grid(np.concatenate(rows), steps + 2), title)
     _save(fig, out)
 
 

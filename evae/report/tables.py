@@ -22,7 +22,7 @@ from evae.study import KIND, PAPER_DATASET
 COLUMNS = [
     "dataset", "architecture", "prior", "metric", "reported_mean", "reported_std", "reproduced_mean",
     "reproduced_std", "n_seeds", "difference", "status", "profile", "data_used", "epochs_trained",
-    "importance_samples", "config_hash", "note",
+    "importance_samples", "exemplar_training", "config_hash", "note",
 ]
 KEY = ["dataset", "architecture", "prior"]
 
@@ -38,7 +38,19 @@ def records(kind: str, paths: list[str | Path]) -> pd.DataFrame:
     """One row per result JSON: the table key, the seed, the value in the paper's metric, provenance."""
     extract = {"nll": _nll_record, "knn": _knn_record, "augmentation": _augmentation_record, "celeba": _bits_record}[kind]
     rows = [extract(json.loads(Path(p).read_text())) for p in paths]
-    return pd.DataFrame(rows, columns=[*KEY, "data_used", "seed", "value", "sem", "epochs", "samples", "config_hash"])
+    return pd.DataFrame(
+        rows, columns=[*KEY, "data_used", "seed", "value", "sem", "epochs", "samples", "exemplar_training", "config_hash"]
+    )
+
+
+def exemplar_training(cfg: dict) -> str:
+    """How an exemplar prior was trained (the paper: exact with M = N/2 for the MLP models, 10NN for the
+    ConvHVAE); empty for the other priors."""
+    if cfg.get("prior") != "exemplar" or "exemplar_mode" not in cfg:
+        return ""
+    if cfg["exemplar_mode"] == "knn":
+        return f"kNN, k={cfg['exemplar_k']}"
+    return "exact, M=N" if cfg["exemplar_subset"] >= 1 else f"exact, M={cfg['exemplar_subset']:g}N"
 
 
 def _run_key(run: dict) -> dict:
@@ -51,6 +63,7 @@ def _run_key(run: dict) -> dict:
         "data_used": cfg["dataset"],
         "seed": cfg["seed"],
         "epochs": run["epochs_trained"],
+        "exemplar_training": exemplar_training(cfg),
         "config_hash": run["config_digest"],
     }
 
@@ -83,6 +96,7 @@ def _augmentation_record(result: dict) -> dict:
         "sem": math.nan,
         "epochs": result["classifier"]["epochs"],
         "samples": None,
+        "exemplar_training": exemplar_training(run["config"]) if run else "",
         "config_hash": run["config_digest"] if run else "",
     }
 
@@ -101,7 +115,8 @@ def compile_table(kind: str, result_paths: list[str | Path], reported_path: str 
     runs = records(kind, result_paths)
     reproduced = [_summarise(group) for _, group in runs.groupby(KEY, sort=False)] if len(runs) else []
     rep = pd.DataFrame(reproduced, columns=[*KEY, "reproduced_mean", "reproduced_std", "n_seeds", "sigma_run",
-                                            "data_used", "epochs_trained", "importance_samples", "config_hash"])
+                                            "data_used", "epochs_trained", "importance_samples", "exemplar_training",
+                                            "config_hash"])
     if kind == "augmentation":
         reported = _match_unknown_widths(reported, rep)
     # the paper's row order, rows it does not report after them (an outer merge would sort by key)
@@ -126,6 +141,7 @@ def _summarise(group: pd.DataFrame) -> dict:
         "data_used": ",".join(sorted(set(group["data_used"]))),
         "epochs_trained": _span(group["epochs"]),
         "importance_samples": _span(group["samples"].dropna()) if group["samples"].notna().any() else "",
+        "exemplar_training": ",".join(sorted(set(group["exemplar_training"]) - {""})),
         "config_hash": ",".join(sorted(set(group["config_hash"]))),
     }
 
@@ -176,7 +192,7 @@ def to_markdown(table: pd.DataFrame, kind: str, profile: str) -> str:
     shown["n_seeds"] = [("" if pd.isna(n) else str(int(n))) for n in shown["n_seeds"]]
     shown["profile"] = [KIND.get(p, "") for p in shown["profile"]]
     cols = ["dataset", "architecture", "prior", "reported", "reproduced", "n_seeds", "difference", "status",
-            "profile", "data_used", "epochs_trained", "importance_samples", "config_hash", "note"]
+            "profile", "data_used", "epochs_trained", "importance_samples", "exemplar_training", "config_hash", "note"]
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for row in shown[cols].itertuples(index=False):

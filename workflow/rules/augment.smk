@@ -4,16 +4,16 @@ AUG = config["augmentation"]
 rule augment:
     """Permutation-invariant MLP classifier, with or without exemplar-VAE data augmentation."""
     input:
-        data=rules.prepare_data.output,
+        data=kept(rules.prepare_data.output),
         run=exemplar_run,
     output:
-        f"results/eval/{PROFILE}/augmentation/{{dataset}}/mlp{{hidden}}-{{augment}}/seed{{seed}}.json",
+        f"{ROOT}/eval/augmentation/{{dataset}}/mlp{{hidden}}-{{augment}}/seed{{seed}}.json",
     params:
         epochs=AUG["epochs"],
     log:
-        f"logs/augment/{PROFILE}/{{dataset}}/mlp{{hidden}}-{{augment}}/seed{{seed}}.log",
+        f"logs/{PROFILE}/augment/{{dataset}}/mlp{{hidden}}-{{augment}}/seed{{seed}}.log",
     benchmark:
-        f"results/benchmarks/augment/{PROFILE}/{{dataset}}/mlp{{hidden}}-{{augment}}/seed{{seed}}.tsv"
+        f"{ROOT}/benchmarks/augment/{{dataset}}/mlp{{hidden}}-{{augment}}/seed{{seed}}.tsv"
     threads: 1
     resources:
         mem_mb=3000,

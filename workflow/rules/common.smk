@@ -1,6 +1,13 @@
 """Input functions shared by the rules (Snakemake's lint wants functions apart from rules)."""
 
 
+def kept(paths):
+    """Inputs of a profile whose results are committed to git count as up to date whatever their
+    modification times (git keeps none): an existing output is only redone by --forceall or
+    --forcerun, or when it is missing. Other profiles use the modification times as usual."""
+    return ancient(paths) if COMMITTED else paths
+
+
 def train_config(wildcards):
     """The evae.config.TrainConfig of the run a job's wildcards name."""
     return STUDY.train_config(wildcards.dataset, wildcards.architecture, wildcards.prior, wildcards.seed)
@@ -10,9 +17,9 @@ def exemplar_run(wildcards):
     """The trained exemplar model that generates the augmented images (none for the baseline)."""
     if wildcards.augment == "none":
         return []
-    return f"{STUDY.run_dir(STUDY.exemplar_model(wildcards.dataset))}/summary.json"
+    return kept(f"{STUDY.run_dir(STUDY.exemplar_model(wildcards.dataset))}/summary.json")
 
 
 def figure_run(wildcards, prior="exemplar"):
     """The run a dataset's figures are drawn from."""
-    return f"{STUDY.run_dir(STUDY.figure_model(wildcards.dataset, prior))}/summary.json"
+    return kept(f"{STUDY.run_dir(STUDY.figure_model(wildcards.dataset, prior))}/summary.json")

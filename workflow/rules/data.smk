@@ -1,11 +1,12 @@
 rule prepare_data:
-    """Find (cache, $EVAE_DATA_MIRROR, or download) and verify a dataset; record its manifest."""
+    """Find (cache, $EVAE_DATA_MIRROR, or download) and verify a dataset; record what was found (files,
+    checksums, split sizes) with the profile's results."""
     output:
-        "resources/data/manifests/{dataset}.json",
+        f"{ROOT}/data/{{dataset}}.json",
     log:
-        "logs/data/{dataset}.log",
+        f"logs/{PROFILE}/data/{{dataset}}.log",
     benchmark:
-        "results/benchmarks/data/{dataset}.tsv"
+        f"{ROOT}/benchmarks/data/{{dataset}}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards: 6000 if wildcards.dataset == "celeba" else 2000,

@@ -1,11 +1,11 @@
-EVAL = f"results/eval/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}"
+EVAL = f"{ROOT}/eval/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}"
 NLL = config["nll"]
 
 
 rule nll:
     """Importance-weighted test NLL of one trained model."""
     input:
-        run=rules.train.output.summary,
+        run=kept(rules.train.output.summary),
     output:
         f"{EVAL}/nll.json",
     params:
@@ -13,9 +13,9 @@ rule nll:
         exemplar_bound=NLL["exemplar_bound"],
         max_images=NLL["max_images"],
     log:
-        f"logs/nll/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.log",
+        f"logs/{PROFILE}/nll/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.log",
     benchmark:
-        f"results/benchmarks/nll/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
+        f"{ROOT}/benchmarks/nll/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards: STUDY.eval_mem_mb(train_config(wildcards)),
@@ -29,15 +29,15 @@ rule nll:
 rule knn:
     """kNN classification error on encoder means (and in pixel space) for k in config knn.ks."""
     input:
-        run=rules.train.output.summary,
+        run=kept(rules.train.output.summary),
     output:
         f"{EVAL}/knn.json",
     params:
         ks=config["knn"]["ks"],
     log:
-        f"logs/knn/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.log",
+        f"logs/{PROFILE}/knn/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.log",
     benchmark:
-        f"results/benchmarks/knn/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
+        f"{ROOT}/benchmarks/knn/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards: STUDY.eval_mem_mb(train_config(wildcards)),

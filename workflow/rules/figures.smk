@@ -7,7 +7,7 @@ rule model_figure:
         run=figure_run,
     output:
         report(
-            "results/figures/{figure}_{dataset}.png",
+            f"{ROOT}/figures/{{figure}}_{{dataset}}.png",
             caption="../report/model_figure.rst",
             category="Figures",
             subcategory="{dataset}",
@@ -20,9 +20,9 @@ rule model_figure:
     wildcard_constraints:
         figure="exemplar_samples|interpolations|tsne|prior_comparison",
     log:
-        "logs/figures/{figure}_{dataset}.log",
+        f"logs/{PROFILE}/figures/{{figure}}_{{dataset}}.log",
     benchmark:
-        "results/benchmarks/figures/{figure}_{dataset}.tsv"
+        f"{ROOT}/benchmarks/figures/{{figure}}_{{dataset}}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards: 4000 if "celeba" in wildcards.dataset else 2500,
@@ -39,7 +39,7 @@ rule unconditional_samples:
         runs=lambda wildcards: [figure_run(wildcards, prior) for prior in STUDY.figure_priors(wildcards.dataset)],
     output:
         report(
-            "results/figures/unconditional_samples_{dataset}.png",
+            f"{ROOT}/figures/unconditional_samples_{{dataset}}.png",
             caption="../report/unconditional_samples.rst",
             category="Figures",
             subcategory="{dataset}",
@@ -48,9 +48,9 @@ rule unconditional_samples:
         seed=FIG["seed"],
         profile=PROFILE,
     log:
-        "logs/figures/unconditional_samples_{dataset}.log",
+        f"logs/{PROFILE}/figures/unconditional_samples_{{dataset}}.log",
     benchmark:
-        "results/benchmarks/figures/unconditional_samples_{dataset}.tsv"
+        f"{ROOT}/benchmarks/figures/unconditional_samples_{{dataset}}.tsv"
     threads: 1
     resources:
         mem_mb=lambda wildcards: 4000 if "celeba" in wildcards.dataset else 2500,
@@ -64,15 +64,15 @@ rule unconditional_samples:
 rule training_curves:
     """Validation negative ELBO against epoch for every run of the study."""
     input:
-        runs=[f"{STUDY.run_dir(run)}/summary.json" for run in STUDY.all_runs],
+        runs=kept([f"{STUDY.run_dir(run)}/summary.json" for run in STUDY.all_runs]),
     output:
-        report("results/figures/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
+        report(f"{ROOT}/figures/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
     params:
         profile=PROFILE,
     log:
-        "logs/figures/training_curves.log",
+        f"logs/{PROFILE}/figures/training_curves.log",
     benchmark:
-        "results/benchmarks/figures/training_curves.tsv"
+        f"{ROOT}/benchmarks/figures/training_curves.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -86,15 +86,15 @@ rule training_curves:
 rule knn_error_vs_k:
     """kNN test error against k, in latent space for each prior and in pixel space."""
     input:
-        results=STUDY.knn_targets(),
+        results=kept(STUDY.knn_targets()),
     output:
-        report("results/figures/knn_error_vs_k.png", caption="../report/knn_error_vs_k.rst", category="Figures"),
+        report(f"{ROOT}/figures/knn_error_vs_k.png", caption="../report/knn_error_vs_k.rst", category="Figures"),
     params:
         profile=PROFILE,
     log:
-        "logs/figures/knn_error_vs_k.log",
+        f"logs/{PROFILE}/figures/knn_error_vs_k.log",
     benchmark:
-        "results/benchmarks/figures/knn_error_vs_k.tsv"
+        f"{ROOT}/benchmarks/figures/knn_error_vs_k.tsv"
     threads: 1
     resources:
         mem_mb=1000,

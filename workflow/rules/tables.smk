@@ -9,24 +9,24 @@ TABLE_INPUTS = {
 rule table:
     """Reported-vs-reproduced table: one row per (dataset, architecture, prior), CSV and Markdown."""
     input:
-        results=lambda wildcards: TABLE_INPUTS[wildcards.table],
-        reported=REPORTED,
+        results=lambda wildcards: kept(TABLE_INPUTS[wildcards.table]),
+        reported=kept(REPORTED),
     output:
         csv=report(
-            "results/tables/{table}.csv",
+            f"{ROOT}/tables/{{table}}.csv",
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}", "format": "csv"},
         ),
-        md="results/tables/{table}.md",
+        md=f"{ROOT}/tables/{{table}}.md",
     params:
         profile=PROFILE,
     wildcard_constraints:
         table="nll|knn|augmentation|celeba",
     log:
-        "logs/tables/{table}.log",
+        f"logs/{PROFILE}/tables/{{table}}.log",
     benchmark:
-        "results/benchmarks/tables/{table}.tsv"
+        f"{ROOT}/benchmarks/tables/{{table}}.tsv"
     threads: 1
     resources:
         mem_mb=1000,

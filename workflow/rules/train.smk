@@ -1,19 +1,19 @@
-RUN = f"results/runs/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}"
+RUN = f"{ROOT}/runs/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}"
 
 
 rule train:
     """Train one model. Resumable: an interrupted job continues from checkpoint.pt in its run folder,
     which Snakemake leaves alone because only summary.json (written last) is a declared output."""
     input:
-        rules.prepare_data.output,
+        kept(rules.prepare_data.output),
     output:
         summary=f"{RUN}/summary.json",
     params:
         config=lambda wildcards: train_config(wildcards).to_dict(),
     log:
-        f"logs/train/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.log",
+        f"logs/{PROFILE}/train/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.log",
     benchmark:
-        f"results/benchmarks/train/{PROFILE}/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
+        f"{ROOT}/benchmarks/train/{{dataset}}/{{architecture}}/{{prior}}/seed{{seed}}.tsv"
     threads: lambda wildcards: train_config(wildcards).threads
     resources:
         mem_mb=lambda wildcards: STUDY.train_mem_mb(train_config(wildcards)),

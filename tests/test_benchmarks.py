@@ -1,0 +1,67 @@
+"""The benchmarks name their host and its GEMM rate, and give host-independent figures (known answers, tiny runs)."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+BENCHMARKS = REPO / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the benchmarks are scripts that import host.py from beside them
+import host  # noqa: E402
+import nll  # noqa: E402
+
+
+def test_gemm_rate_counts_two_n_cubed_flops_over_the_best_time(monkeypatch):
+    clock = itertools.count(step=0.5)  # every timed product "takes" 0.5 s
+    monkeypatch.setattr(host.time, "perf_counter", lambda: next(clock))
+    assert host.gemm_gflops(1, n=64, repeats=3) == pytest.approx(2 * 64**3 / 0.5 / 1e9)
+
+
+def test_description_names_the_cpu_its_isa_and_each_gemm_rate():
+    machine = {"model": "Some CPU", "cores": 2, "isa": ["avx2", "avx512f"], "torch_kernels": "AVX512",
+               "gemm": {"n": 2048, "repeats": 5, "gflops": {1: 101.25, 2: 190.0}}}
+    assert host.describe(machine) == (
+        "host: Some CPU, 2 cores, ISA avx2 avx512f (torch kernels: AVX512)\n"
+        "fp32 GEMM (2048x2048 torch.mm, best of 5): 1 thread 101.2, 2 threads 190.0 GFLOP/s"
+    )
+
+
+def test_host_measures_one_thread_all_cores_and_the_counts_asked_for():
+    machine = host.host(threads=(3,), n=64, repeats=1)
+    assert set(machine["gemm"]["gflops"]) == {1, 3, host.all_cores()}
+    assert all(rate > 0 for rate in machine["gemm"]["gflops"].values())
+    assert machine["model"] and machine["cores"] >= 1 and isinstance(machine["isa"], list)
+
+
+def test_nll_rows_in_host_independent_terms():
+    rows = [
+        {"path": "one-level fast path", "threads": 1, "images_per_second": 20.0},
+        {"path": "exact", "threads": 1, "images_per_second": 4.0},
+        {"path": "one-level fast path", "threads": 2, "images_per_second": 40.0},
+    ]
+    nll.host_independent(rows, {"gemm": {"gflops": {1: 100.0, 2: 200.0}}}, exact_gflop=10.0)
+    assert [(r["x_gaussian"], r["gemm_gflop_per_image"], r["gemm_fraction"]) for r in rows] == [
+        (1.0, 5.0, None), (5.0, 25.0, 0.4), (1.0, 5.0, None)
+    ]
+
+
+def test_train_epoch_output_starts_with_the_host_and_ends_with_host_independent_columns():
+    args = ["--quick", "--archs", "vae", "--priors", "gaussian,exemplar:knn"]
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "train_epoch.py"), *args], capture_output=True, text=True,
+                         timeout=600, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("host: ") and " cores, ISA " in lines[0]
+    assert lines[1].startswith("fp32 GEMM (1024x1024 torch.mm") and lines[1].endswith(" GFLOP/s")
+    table = lines[lines.index(next(line for line in lines if line.startswith("arch "))):]
+    assert "x gauss" in table[0] and "GEMM-GF" in table[0]
+    gaussian, knn = (line.split() for line in table[2:4])  # columns 8-10: epoch s, x gauss, GEMM-GF
+    assert gaussian[:2] == ["vae", "gaussian"] and float(gaussian[9]) == 1.0
+    assert knn[:3] == ["vae", "exemplar", "knn"] and float(knn[9]) > 1.0
+    rate = float(lines[1].split("1 thread ")[1].split(" ")[0].rstrip(","))
+    for row in (gaussian, knn):  # GEMM-GF = epoch seconds x the one-thread GEMM rate
+        assert float(row[10]) == pytest.approx(float(row[8]) * rate, rel=0.01, abs=1)
