@@ -133,7 +133,7 @@ def test_smoke_profile_writes_nowhere_under_another_profiles_root(tmp_path):
         f for f in files if not f.startswith(("results/smoke/", "logs/smoke/")))
 
 
-def test_fresh_clone_finds_the_committed_study_up_to_date(tmp_path):
+def test_fresh_clone_finds_the_committed_study_up_to_date(tmp_path, study):
     """git keeps no modification times: a clone's committed outputs must still count as done, and --forceall
     must plan the study from scratch."""
     clone = tmp_path / "clone"
@@ -149,5 +149,6 @@ def test_fresh_clone_finds_the_committed_study_up_to_date(tmp_path):
                             text=True, timeout=600)
     counts = {line.split()[0]: int(line.split()[-1]) for line in forced.stdout.splitlines()
               if len(line.split()) == 2 and line.split()[-1].isdigit()}
-    assert counts.get("train") == 6 and counts.get("nll") == 6 and counts.get("augment") == 4, forced.stdout
+    expected = (len(study.runs), len(study.nll_targets()), len(study.augmentation_targets()))
+    assert (counts.get("train"), counts.get("nll"), counts.get("augment")) == expected, forced.stdout
     assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout == ""
