@@ -98,8 +98,10 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
     args = [target, "--cores", "1", "--configfile", "config/smoke.yaml",
             "--config", "train={'max_epochs': 40, 'warmup_epochs': 40, 'patience': 40}"]
     run_dir = workdir / Path(target).parent
+    # SIGINT as a terminal delivers it, even where the test runs in a background job (whose SIGINT is ignored)
     proc = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not _epochs_done(run_dir) >= 3:
         assert proc.poll() is None, proc.stdout.read()
