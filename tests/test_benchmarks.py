@@ -40,13 +40,14 @@ def test_host_measures_one_thread_all_cores_and_the_counts_asked_for():
 
 def test_nll_rows_in_host_independent_terms():
     rows = [
-        {"path": "one-level fast path", "threads": 1, "images_per_second": 20.0},
-        {"path": "exact", "threads": 1, "images_per_second": 4.0},
-        {"path": "one-level fast path", "threads": 2, "images_per_second": 40.0},
+        {"what": "vampprior", "path": "one-level fast path", "threads": 1, "images_per_second": 10.0},
+        {"what": "gaussian", "path": "one-level fast path", "threads": 1, "images_per_second": 20.0},
+        {"what": "exemplar log-prior", "path": "exact", "threads": 1, "images_per_second": 4.0},
+        {"what": "gaussian", "path": "one-level fast path", "threads": 2, "images_per_second": 40.0},
     ]
     nll.host_independent(rows, {"gemm": {"gflops": {1: 100.0, 2: 200.0}}}, exact_gflop=10.0)
     assert [(r["x_gaussian"], r["gemm_gflop_per_image"], r["gemm_fraction"]) for r in rows] == [
-        (1.0, 5.0, None), (5.0, 25.0, 0.4), (1.0, 5.0, None)
+        (2.0, 10.0, None), (1.0, 5.0, None), (5.0, 25.0, 0.4), (1.0, 5.0, None)
     ]
 
 
