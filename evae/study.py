@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from evae.config import ConfigError, TrainConfig
 
@@ -37,6 +40,20 @@ SPLIT_SIZES = {
     "celeba_sample": (24, 4, 4),
     "celeba_standin": (48, 8, 8),
 }
+
+
+def load_config(*paths: str | Path) -> dict[str, Any]:
+    """The config Snakemake builds from config/config.yaml and ``--configfile`` files: each file merged key
+    by key over the ones before it, nested mappings recursively (``celeba: null`` switches a section off)."""
+
+    def merge(base: dict, over: dict) -> dict:
+        return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                           for k, v in over.items()}}
+
+    config: dict[str, Any] = {}
+    for path in paths:
+        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    return config
 
 
 @dataclass(frozen=True)

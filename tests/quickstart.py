@@ -31,13 +31,11 @@ def quickstart_commands(readme: str) -> list[str]:
 
 def smoke_study(workdir: Path):
     """The smoke study of ``workdir`` (an `evae.study.Study`), its configs merged and validated as Snakemake does."""
-    import yaml
-    from snakemake.utils import update_config, validate
+    from snakemake.utils import validate
 
-    from evae.study import Study
+    from evae.study import Study, load_config
 
-    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    update_config(config, yaml.safe_load((workdir / "config" / "smoke.yaml").read_text()))
+    config = load_config(workdir / "config" / "config.yaml", workdir / "config" / "smoke.yaml")
     validate(config, str(workdir / "workflow" / "schemas" / "config.schema.yaml"))
     return Study(config)
 

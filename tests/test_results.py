@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from evae.report.tables import compile_table
-from evae.study import Study
+from evae.study import Study, load_config
 from tests.conftest import REPO
 
 REDUCED = REPO / "results" / "reduced"
@@ -25,14 +24,7 @@ PRIORS = ("gaussian", "vampprior", "exemplar")
 
 
 def merged_config(name: str) -> dict:
-    """config/<name>.yaml over config/config.yaml, merged key by key as Snakemake merges --configfile."""
-
-    def merge(base: dict, over: dict) -> dict:
-        return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-                           for k, v in over.items()}}
-
-    load = lambda n: yaml.safe_load((REPO / "config" / f"{n}.yaml").read_text())  # noqa: E731
-    return merge(load("config"), load(name))
+    return load_config(REPO / "config" / "config.yaml", REPO / "config" / f"{name}.yaml")
 
 
 @pytest.fixture(scope="module")

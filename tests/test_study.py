@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from evae.config import ConfigError
-from evae.study import Study
+from evae.study import Study, load_config
 from tests.conftest import REPO
 
 
@@ -36,7 +36,7 @@ def test_paper_protocol_settings_reach_each_run():
 
 def test_each_profile_writes_under_its_own_root():
     paper, smoke = Study(load("config")), Study(load("smoke"))
-    reduced = Study({**load("config"), **load("reduced")})  # as Snakemake merges --configfile over config.yaml
+    reduced = Study(load_config(REPO / "config" / "config.yaml", REPO / "config" / "reduced.yaml"))
     run = reduced.runs[0]
     assert (paper.run_dir(run), reduced.run_dir(run)) == (f"results/runs/{run.key}", f"results/reduced/runs/{run.key}")
     for study in (paper, reduced, smoke):
@@ -118,3 +118,16 @@ def test_resource_estimates_know_every_dataset_and_its_split():
     assert set(SPLIT_SIZES) == set(DATASETS)
     embedded = json.loads((REPO / "evae" / "data" / "embedded" / "mnist_subset.json").read_text())["sizes"]
     assert SPLIT_SIZES["mnist_subset"] == (embedded["train"], embedded["val"], embedded["test"])
+
+
+def test_config_files_merge_key_by_key_as_snakemake_merges_them(tmp_path):
+    from snakemake.utils import update_config
+
+    base, over = tmp_path / "base.yaml", tmp_path / "over.yaml"
+    base.write_text("a: 1\nnested: {x: 1, y: {p: 1, q: 2}}\nsection: {k: 1}\n")
+    over.write_text("nested: {y: {q: 3}, z: 4}\nsection: null\nb: 2\n")
+    expected = yaml.safe_load(base.read_text())
+    update_config(expected, yaml.safe_load(over.read_text()))
+    assert load_config(base, over) == expected == {
+        "a": 1, "b": 2, "nested": {"x": 1, "y": {"p": 1, "q": 3}, "z": 4}, "section": None
+    }
