@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evae.priors import Prior
+from evae.priors.base import PriorEvaluation
 from evae.priors.mixture import diagonal_log_kernel, diagonal_mixture_log_prob, uniform_mixture
 
 
@@ -44,10 +45,10 @@ class VampPrior(Prior):
         means, logvars = encoder(self.pseudo_inputs)
         return uniform_mixture(diagonal_log_kernel(z, means, logvars))
 
-    def evaluation_log_prob(self, z, encoder):
-        """The same density through matrix products, in float64 (``diagonal_mixture_log_prob``)."""
+    def evaluation_log_prob(self, z, encoder, centre=None, bound=None):
+        """The same density through matrix products, in float64 (``diagonal_mixture_log_prob``); always exact."""
         means, logvars = encoder(self.pseudo_inputs)
-        return diagonal_mixture_log_prob(z, means, logvars)
+        return PriorEvaluation(diagonal_mixture_log_prob(z, means, logvars))
 
     @torch.no_grad()
     def sample(self, n, encoder, generator=None, index=None):

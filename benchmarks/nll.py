@@ -48,7 +48,7 @@ import torch
 
 from baselines.gaussian import GaussianPrior
 from baselines.vampprior import VampPrior
-from evae.evaluate.exemplar_logprior import exemplar_log_prior
+from evae.priors.exemplar_logprior import exemplar_log_prior
 from evae.evaluate.nll import estimate_image
 from evae.io import write_json
 from evae.models import VAE
@@ -93,7 +93,7 @@ def synthetic_scene(images: int, seed: int = 0):
 
 
 def run_scene(run_dir: str, images: int):
-    from evae.train.trainer import load_run
+    from evae.runs import load_run
 
     data = mnist()
     if data is None:

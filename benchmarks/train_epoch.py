@@ -37,7 +37,7 @@ from evae.io import write_json
 from evae.models import build_model
 from evae.provenance import environment, set_threads
 from evae.train.optim import make_optimizer
-from evae.train.trainer import evaluate_elbo, train_epoch
+from evae.train.loop import evaluate_elbo, train_epoch
 from host import describe, host
 
 PRIORS = (("gaussian", "-"), ("vampprior", "-"), ("exemplar", "knn"), ("exemplar", "exact"))

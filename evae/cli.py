@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import yaml
@@ -20,6 +21,30 @@ def _config(args) -> TrainConfig:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         overrides[key] = yaml.safe_load(value)
     return cfg.replace(**overrides) if overrides else cfg
+
+
+def cmd_record_checksums(args) -> None:
+    from pathlib import Path
+
+    from evae.checksums import RECORD, record_existing
+
+    for top in args.dirs:
+        if not Path(top).is_dir():
+            raise FileNotFoundError(f"{top} is not a folder")
+        for folder in sorted({Path(d) for d, _, files in os.walk(top) if _records(files)}):
+            if any(part.startswith(".") for part in folder.relative_to(top).parts):
+                continue
+            done = record_existing(folder)
+            print(f"{folder / RECORD}: {len(done['recorded'])} recorded after the fact"
+                  + (f" ({', '.join(done['recorded'])})" if done["recorded"] else "")
+                  + f", {len(done['verified'])} already recorded and verified")
+
+
+def _records(files: list[str]) -> bool:
+    """Whether a folder holds files to record (anything but hidden files and the record itself)."""
+    from evae.checksums import RECORD
+
+    return any(not f.startswith(".") and f != RECORD for f in files)
 
 
 def cmd_train(args) -> None:
@@ -107,17 +132,29 @@ def main(argv: list[str] | None = None) -> int:
     _threads(p)
     p.set_defaults(func=cmd_augment)
 
+    p = sub.add_parser(
+        "record-checksums",
+        help="one-off: record the checksums of files written before checksum records existed",
+        description="Record, in each folder at or below DIR that holds files, the SHA-256 of its files as they are "
+        "now, marked as recorded after the fact (checksums.json). Files already recorded are verified, not "
+        "re-recorded; a damaged one stops the command (exit 2). Run it once on folders written before checksum "
+        "records existed, after checking that their files are sound: it vouches only that nothing changes later.",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, evaluation folders, or folders above them")
+    p.set_defaults(func=cmd_record_checksums)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if getattr(args, "threads", None) is not None:
         from evae.provenance import set_threads
 
         set_threads(args.threads)
-    from evae.train.trainer import TrainingDivergedError
+    from evae.checksums import DamagedFileError
+    from evae.train.loop import TrainingDivergedError
 
     try:
         args.func(args)
-    except (FileNotFoundError, ValueError) as err:  # bad input (ConfigError is a ValueError): message, exit 2
+    except (DamagedFileError, FileNotFoundError, ValueError) as err:  # bad input (ConfigError is a ValueError)
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingDivergedError as err:

@@ -4,7 +4,9 @@
         train(...)
 
 Output and logging go to the rule's log file, torch uses the rule's threads, and a failure is
-logged with its traceback before Snakemake marks the job failed.
+logged before Snakemake marks the job failed: a bad input (a damaged or unrecorded file, a file of
+another config, a missing file) as the one paragraph that says what to do, anything else with its
+traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Iterator
 
 @contextlib.contextmanager
 def pipeline_job(smk: Any) -> Iterator[None]:
+    from evae.checksums import DamagedFileError
     from evae.provenance import set_threads
 
     log_path = smk.log[0] if smk.log else None
@@ -27,13 +30,24 @@ def pipeline_job(smk: Any) -> Iterator[None]:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     set_threads(smk.threads)
+    log = logging.getLogger("evae.pipeline")
     try:
         with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
             yield
+    except (DamagedFileError, FileNotFoundError, ValueError) as err:  # bad input (ConfigError is a ValueError)
+        log.error("job %s failed: %s", smk.rule, err)
+        raise
     except BaseException:
-        logging.getLogger("evae.pipeline").exception("job %s failed", smk.rule)
+        log.exception("job %s failed", smk.rule)
         raise
     finally:
         root.removeHandler(handler)
         if log_path:
             stream.close()
+
+
+def figure_budget(profile: str) -> str | None:
+    """The label figure titles carry for a study of ``profile`` (e.g. "REDUCED BUDGET"); None for the paper's."""
+    from evae.study import KIND
+
+    return None if profile == "paper" else KIND[profile]

@@ -64,7 +64,7 @@ def test_binary_models_show_decoder_means_unless_asked_for_draws(name, runs, dra
 
 
 def test_colour_figures_name_the_stand_in_and_show_mean_levels(runs, drawn, tmp_path):
-    figures.exemplar_samples(runs["celeba_standin"], tmp_path / "f.png", n_exemplars=2, per_exemplar=3, profile="smoke")
+    figures.exemplar_samples(runs["celeba_standin"], tmp_path / "f.png", n_exemplars=2, per_exemplar=3, budget="SMOKE")
     ((grid,),) = [fig["grids"] for fig in drawn]
     samples = grid[:, 2 * 65 + 1 :]  # right of the exemplar and the blank (64x64 cells)
     assert grid.shape[-1] == 3 and 0 <= grid.min() and grid.max() <= 1

@@ -21,12 +21,14 @@ from baselines.gaussian import GaussianPrior
 from baselines.vampprior import VampPrior
 from evae.config import TrainConfig
 from evae.distributions import log_bernoulli, log_normal_diag, reparameterize
-from evae.evaluate.exemplar_logprior import exemplar_log_prior
 from evae.evaluate.nll import LOGIT_HI, LOGIT_LO, estimate_image, evaluate_nll, log_bernoulli_logits
 from evae.models import HVAE, VAE, Sample
 from evae.models.base import bernoulli_means
 from evae.priors.exemplar import ExemplarPrior
-from evae.train.trainer import evaluate_elbo, load_run, train
+from evae.priors.exemplar_logprior import exemplar_log_prior
+from evae.runs import load_run
+from evae.train.loop import evaluate_elbo
+from evae.train.trainer import train
 
 # --- a linear-Gaussian VAE with a closed-form marginal ----------------------------------------------
 

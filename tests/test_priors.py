@@ -264,8 +264,9 @@ def test_vampprior_evaluation_form_equals_scipy_where_variances_are_small():
     logvars = -9 + 7 * torch.rand(k, d, generator=g)
     z = means[torch.randint(k, (300,), generator=g)] + 0.05 * torch.randn(300, d, generator=g)
     prior = VampPrior(input_dim=3, num_pseudo=k)
-    got = prior.evaluation_log_prob(z, lambda x: (means, logvars))
-    assert got.dtype == torch.float64
+    evaluation = prior.evaluation_log_prob(z, lambda x: (means, logvars), centre=z[0], bound=1.0)
+    got = evaluation.log_prob
+    assert got.dtype == torch.float64 and (evaluation.certified, evaluation.computed_fraction) == (0.0, 1.0)
     kernels = np.stack([
         stats.multivariate_normal(means[j].double().numpy(), np.diag(np.exp(logvars[j].double().numpy()))).logpdf(
             z.double().numpy())

@@ -18,9 +18,11 @@ import torch
 from evae.cli import main as cli_main
 from evae.config import ConfigError, TrainConfig
 from evae.io import torch_load
-from evae.train import trainer
+from evae.runs import METRICS, load_run
+from evae.train import loop, trainer
+from evae.train.loop import TrainingDivergedError, beta_at
 from evae.train.optim import AdamNormGrad, make_optimizer
-from evae.train.trainer import METRICS, TrainingDivergedError, beta_at, load_run, train
+from evae.train.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(dataset="mnist_subset", max_train_images=200, max_val_images=100, hidden=64, pseudo_inputs=20)
@@ -76,7 +78,7 @@ def test_beta_warmup():
 
 def test_early_stopping_patience_is_held_during_warmup(tmp_path, monkeypatch):
     losses = iter([10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0])  # never improves after epoch 1
-    monkeypatch.setattr(trainer, "evaluate_elbo", lambda *a: {"loss": next(losses), "rec": 0.0, "kl": 0.0})
+    monkeypatch.setattr(loop, "evaluate_elbo", lambda *a: {"loss": next(losses), "rec": 0.0, "kl": 0.0})
     summary = train(tiny(prior="gaussian", warmup_epochs=3, patience=2, max_epochs=7), tmp_path, progress=False)
     # epochs 1-2 have beta < 1 (not counted); epochs 3 and 4 are the two bad ones
     assert summary["epochs_trained"] == 4 and summary["stopped"].startswith("early stopping")
@@ -86,7 +88,7 @@ def test_early_stopping_patience_is_held_during_warmup(tmp_path, monkeypatch):
 
 def test_best_checkpoint_is_the_best_validation_epoch(tmp_path, monkeypatch):
     losses = iter([10.0, 8.0, 9.0])
-    monkeypatch.setattr(trainer, "evaluate_elbo", lambda *a: {"loss": next(losses), "rec": 0.0, "kl": 0.0})
+    monkeypatch.setattr(loop, "evaluate_elbo", lambda *a: {"loss": next(losses), "rec": 0.0, "kl": 0.0})
     train(tiny(prior="gaussian", max_epochs=3), tmp_path, progress=False)
     best = torch_load(tmp_path / "best.pt")
     assert best["epoch"] == 2 and best["val_loss"] == 8.0

@@ -14,6 +14,9 @@ tells: the classifier trains on the training split only (50,000 images for MNIST
 exemplar model's own training set), for a fixed number of epochs with no early stopping; the reported
 test and validation errors are those after the last epoch. Differences: float32 instead of float64,
 and the learning rate reaches 1% in the last epoch (the authors' scheduler reaches it only after it).
+
+``classify`` computes (tensors in, per-epoch errors out); ``train_classifier`` reads the data and the run
+and writes the result with its provenance (``evae.runs``).
 """
 
 from __future__ import annotations
@@ -26,13 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evae.config import TrainConfig
+from evae import runs
 from evae.data import load_dataset
-from evae.evaluate.common import encoder_means, run_provenance, track
-from evae.io import write_json
-from evae.priors.exemplar import ExemplarPrior
-from evae.provenance import environment, pick_device
-from evae.train.trainer import CONFIG, load_run
+from evae.evaluate.common import encoder_means, track
+from evae.provenance import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,21 @@ def error_rate(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: i
     return 100.0 * wrong / len(x)
 
 
+def classify(train, val, test, classes: int, hidden: int, epochs: int, generator: torch.Generator,
+             augmenter: ExemplarAugmenter | None = None, progress: bool = False) -> tuple[list[dict], str]:
+    """Train the MLP on ``train`` = (images, labels), optionally augmented; validation and test error (%) after
+    every epoch. The classifier is initialised from the global torch RNG. Returns the history and the
+    classifier's architecture."""
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = train, val, test
+    classifier = mlp(hidden, train_x.shape[1], classes).to(train_x.device)
+
+    def evaluate(c):
+        return {"val_error": error_rate(c, val_x, val_y), "test_error": error_rate(c, test_x, test_y)}
+
+    history = fit(classifier, train_x, train_y, epochs, generator, augmenter, evaluate, progress)
+    return history, f"MLP {train_x.shape[1]}-{hidden}-{hidden}-{classes} ReLU"
+
+
 def train_classifier(
     dataset: str,
     out: str | Path,
@@ -134,13 +149,14 @@ def train_classifier(
     max_train_images: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train the MLP on ``dataset`` (augmented by the exemplar model in ``run_dir`` if given); writes ``out``."""
-    t0 = time.perf_counter()
+    """Train the MLP on ``dataset`` (augmented by the exemplar model in ``run_dir``, a run folder or its
+    summary.json, if given); writes ``out``."""
+    started = time.perf_counter()
     if hidden < 1 or epochs < 1:
         raise ValueError(f"hidden and epochs must be >= 1, got hidden={hidden}, epochs={epochs}")
     if noise_scale is not None and noise_scale < 0:
         raise ValueError(f"noise_scale must be >= 0 or None (the prior's learned s), got {noise_scale}")
-    run_cfg = TrainConfig.from_file(Path(run_dir) / CONFIG) if run_dir is not None else None
+    run_cfg = runs.read_config(run_dir) if run_dir is not None else None
     if run_cfg is not None and run_cfg.dataset != dataset:
         raise ValueError(
             f"{run_dir} was trained on {run_cfg.dataset!r}, not on {dataset!r}: "
@@ -148,43 +164,34 @@ def train_classifier(
         )
     data = load_dataset(dataset, **({"split_seed": run_cfg.split_seed} if run_cfg is not None else {}))
     torch.manual_seed(seed)  # classifier initialisation (and the lower latents an HVAE decoder draws)
-    generator = torch.Generator().manual_seed(seed)
+    run = runs.load_run(run_dir, data=data) if run_dir is not None else None
+    device = run.device if run is not None else pick_device("auto")
+    n = len(data.train) if max_train_images is None else min(max_train_images, len(data.train))
+    tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    train = tensor(data.train[:n]), tensor(data.train_labels[:n])
 
-    augmenter, run_record, augmentation = None, None, None
-    if run_dir is not None:
-        run_record = run_provenance(run_dir)
-        run = load_run(run_dir, data=data)
-        if not isinstance(run.model.prior, ExemplarPrior):
-            raise ValueError(f"{run_dir} has a {type(run.model.prior).__name__}; augmentation needs an exemplar prior")
-        device = run.device
-        prior_scale = float(run.model.prior.logvar.detach().mul(0.5).exp())
+    augmenter, augmentation = None, None
+    if run is not None:
+        prior_scale = run.model.prior.component_scale()
+        if prior_scale is None:
+            raise ValueError(f"{run.dir} has a {type(run.model.prior).__name__}; augmentation needs an exemplar prior")
         scale = prior_scale if noise_scale is None else noise_scale
         augmentation = {"noise_scale": scale, "prior_scale": prior_scale, "weights": [REAL_WEIGHT, AUGMENTED_WEIGHT],
                         "rounding": "multiples of 1/255"}
-    else:
-        device = pick_device("auto")
+        augmenter = ExemplarAugmenter(run.model, train[0], scale, torch.Generator().manual_seed(seed + 1))
 
-    n = len(data.train) if max_train_images is None else min(max_train_images, len(data.train))
-    tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    train_x, train_y = tensor(data.train[:n]), tensor(data.train_labels[:n])
-    val_x, val_y = tensor(data.val), tensor(data.val_labels)
-    test_x, test_y = tensor(data.test), tensor(data.test_labels)
-    if run_dir is not None:
-        augmenter = ExemplarAugmenter(run.model, train_x, scale, torch.Generator().manual_seed(seed + 1))
     classes = int(max(data.train_labels.max(), data.val_labels.max(), data.test_labels.max())) + 1
-    classifier = mlp(hidden, train_x.shape[1], classes).to(device)
-
-    def evaluate(c):
-        return {"val_error": error_rate(c, val_x, val_y), "test_error": error_rate(c, test_x, test_y)}
-
-    history = fit(classifier, train_x, train_y, epochs, generator, augmenter, evaluate, progress)
+    history, architecture = classify(
+        train, (tensor(data.val), tensor(data.val_labels)), (tensor(data.test), tensor(data.test_labels)), classes,
+        hidden, epochs, torch.Generator().manual_seed(seed), augmenter, progress,
+    )
     result = {
         "metric": "classification error (%) after the last epoch",
         "test_error": history[-1]["test_error"],
         "val_error": history[-1]["val_error"],
         "augmentation": augmentation,
         "classifier": {
-            "architecture": f"MLP {train_x.shape[1]}-{hidden}-{hidden}-{classes} ReLU", "hidden": hidden,
+            "architecture": architecture, "hidden": hidden,
             "epochs": epochs, "batch": BATCH, "optimizer": f"SGD momentum {MOMENTUM}",
             "lr": f"{LR} linearly to {FINAL_LR_FRACTION:.0%} of it in the last epoch",
             "label_smoothing": LABEL_SMOOTHING,
@@ -196,10 +203,5 @@ def train_classifier(
         "seed": seed,
         "history": history,
         "dataset": dataset,
-        "run": run_record,
-        "data": {"name": data.name, "sizes": data.sizes(), **data.provenance},
-        "environment": environment(device),
-        "wall_seconds": time.perf_counter() - t0,
     }
-    write_json(out, result)
-    return result
+    return runs.write_result(out, result, run, data, device, started)

@@ -1,42 +1,16 @@
-"""What every evaluation shares: the provenance of the trained run, progress reporting, batched encoding."""
+"""What every evaluation shares: progress reporting and batched encoding (run folders and results: ``evae.runs``)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
 import torch
 from tqdm import tqdm
 
-from evae.train.trainer import BEST, CONFIG, SUMMARY
-
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-def run_provenance(run_dir: str | Path) -> dict:
-    """The trained run a number comes from: its directory, config, config digest, epochs and checkpoint."""
-    run_dir = Path(run_dir)
-    path = run_dir / SUMMARY
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: {run_dir} is not a finished training run (python -m evae train --out {run_dir})"
-        )
-    summary = json.loads(path.read_text())
-    return {
-        "dir": str(run_dir),
-        "config": summary["config"],
-        "config_digest": summary["config_digest"],
-        "config_file": str(run_dir / CONFIG),
-        "checkpoint": BEST,
-        "epochs_trained": summary["epochs_trained"],
-        "best_epoch": summary["best_epoch"],
-        "stopped": summary["stopped"],
-        "train_seed": summary["config"]["seed"],
-    }
 
 
 def track(items: Iterable[T], total: int, desc: str, enabled: bool, every: float = 60.0) -> Iterator[T]:

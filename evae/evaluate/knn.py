@@ -20,10 +20,8 @@ import faiss
 import numpy as np
 import torch
 
-from evae.evaluate.common import encoder_means, run_provenance
-from evae.io import write_json
-from evae.provenance import environment
-from evae.train.trainer import load_run
+from evae import runs
+from evae.evaluate.common import encoder_means
 
 DEFAULT_KS = (1, 3, 5, 7, 9, 11, 13, 15)
 TIE_RULE = "majority vote; a tie between classes goes to the tied class whose nearest member ranks first"
@@ -72,11 +70,10 @@ def probe(train, train_labels, val, val_labels, test, test_labels, ks=DEFAULT_KS
 
 
 def knn_probe(run_dir: str | Path, out: str | Path, ks=DEFAULT_KS, pixel_baseline: bool = True) -> dict:
-    """kNN test error (%) on the run's encoder means (and on raw pixels); writes ``out``."""
-    t0 = time.perf_counter()
+    """kNN test error (%) on the encoder means of the run (folder or summary.json), and on raw pixels; writes ``out``."""
+    started = time.perf_counter()
     ks = _check_ks(ks)
-    provenance = run_provenance(run_dir)
-    run = load_run(run_dir)
+    run = runs.load_run(run_dir)
     data = run.data
     splits = {name: getattr(data, name) for name in ("train", "val", "test")}
     labels = (data.train_labels, data.val_labels, data.test_labels)
@@ -95,13 +92,8 @@ def knn_probe(run_dir: str | Path, out: str | Path, ks=DEFAULT_KS, pixel_baselin
         "references": {"validation": "train", "test": "train + val"},
         "split": {"select": "val", "report": "test"},
         "seed": None,  # nothing random: encoder means and exact search
-        "run": provenance,
-        "data": {"name": data.name, "sizes": data.sizes(), **data.provenance},
-        "environment": environment(run.device),
-        "wall_seconds": time.perf_counter() - t0,
     }
-    write_json(out, result)
-    return result
+    return runs.write_result(out, result, run, data, run.device, started)
 
 
 def _check_ks(ks) -> tuple[int, ...]:

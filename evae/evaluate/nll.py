@@ -13,12 +13,14 @@ an image; samples are drawn ``chunk`` at a time to bound memory.
   taken from the logits (``log_bernoulli_logits``).
 * Other models: ``model.sample_pass`` on the image repeated ``chunk`` times (every density as the
   model defines it; the random stream then depends on ``chunk``, which the result records).
-* Exemplar prior: all N exemplar means (cached after refresh, no LOO) through
-  ``evae.evaluate.exemplar_logprior``, exact or certified to ``exemplar_bound`` nats. The estimate is
-  then a lower bound on the exact IW estimate within the certified bound: each image's log p(x) estimate
-  lies in [returned, returned + certified].
-* Other priors: ``prior.evaluation_log_prob`` (float64; the VampPrior's as matrix products), with the
-  encoder outputs of pseudo-inputs computed once per image.
+* log p(z_s): ``prior.evaluation_log_prob`` (float64), centred on the image's posterior mean, with the
+  encoder outputs of pseudo-inputs computed once. The exemplar prior (all N cached means, no LOO) is
+  exact, or with ``exemplar_bound`` certified to that many nats: the estimate is then a lower bound on
+  the exact IW estimate within the certified bound (each image's log p(x) estimate lies in
+  [returned, returned + certified]). Other priors are exact.
+
+``iw_estimates`` computes (a model and images in, estimates out); ``evaluate_nll`` reads the run and
+writes the result with its provenance (``evae.runs``).
 """
 
 from __future__ import annotations
@@ -32,14 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evae import runs
 from evae.distributions import PROB_EPS, log_normal_diag, reparameterize
-from evae.evaluate.common import run_provenance, track
-from evae.evaluate.exemplar_logprior import exemplar_log_prior
-from evae.io import atomic_path, write_json
+from evae.evaluate.common import track
 from evae.models import VAE
-from evae.priors.exemplar import ExemplarPrior
-from evae.provenance import environment
-from evae.train.trainer import load_run
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +106,22 @@ def estimate_image(
             rest.append(s.log_px + s.log_p_inner - s.log_q)
             latents.append(s.z)
         z = torch.cat(latents)
-    certified, computed = 0.0, 1.0
-    if isinstance(model.prior, ExemplarPrior):
-        prior = exemplar_log_prior(z, mean[0], model.prior.cached_means, model.prior.logvar, bound=exemplar_bound)
-        log_prior, certified, computed = prior.log_prob, prior.certified, prior.computed_fraction
-    else:
-        log_prior = model.prior.evaluation_log_prob(z, prior_encoder or _OnceEncoder(model.encode))
-    log_w = torch.cat(rest).double() + log_prior
+    encoder = prior_encoder or _OnceEncoder(model.encode)
+    prior = model.prior.evaluation_log_prob(z, encoder, centre=mean[0], bound=exemplar_bound)
+    log_w = torch.cat(rest).double() + prior.log_prob
     log_px = float(torch.logsumexp(log_w, 0)) - math.log(samples)
-    return ImageEstimate(log_px, float(log_w.mean()), certified, computed)
+    return ImageEstimate(log_px, float(log_w.mean()), prior.certified, prior.computed_fraction)
+
+
+def iw_estimates(model, images: torch.Tensor, samples: int, chunk: int, exemplar_bound=None, seed: int = 0,
+                 progress: bool = False) -> list[ImageEstimate]:
+    """``estimate_image`` of every binary image [n, P], the global torch RNG seeded with ``seed`` (and restored)."""
+    prior_encoder = _OnceEncoder(model.encode)
+    cuda = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        return [estimate_image(model, x, samples, chunk, exemplar_bound, prior_encoder)
+                for x in track(images, len(images), f"nll S={samples}", progress)]
 
 
 def evaluate_nll(
@@ -131,9 +136,10 @@ def evaluate_nll(
 ) -> dict:
     """Importance-weighted NLL of the run's best checkpoint on the test set (binarised once); writes ``out``.
 
-    Per-image values go beside ``out`` (``<stem>.per_image.npz``: nll, neg_elbo, certified).
+    ``run_dir``: the run folder or its summary.json. Per-image values go beside ``out``
+    (``<stem>.per_image.npz``: nll, neg_elbo, certified).
     """
-    t_start = time.perf_counter()
+    started = time.perf_counter()
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     if max_images is not None and max_images < 1:
@@ -141,33 +147,20 @@ def evaluate_nll(
     chunk = min(samples, DEFAULT_CHUNK if chunk is None else chunk)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    out = Path(out)
-    provenance = run_provenance(run_dir)
-    run = load_run(run_dir)
-    model, data = run.model, run.data
+    run = runs.load_run(run_dir)
+    model, data, prior = run.model, run.data, run.model.prior
+    if exemplar_bound is not None and not prior.prunable:
+        log.warning("exemplar_bound=%s ignored: the prior is %s", exemplar_bound, type(prior).__name__)
+        exemplar_bound = None
     test = torch.from_numpy(data.test_binary[:max_images]).to(run.device)
-    is_exemplar = isinstance(model.prior, ExemplarPrior)
-    if exemplar_bound is not None and not is_exemplar:
-        log.warning("exemplar_bound=%s ignored: the prior is %s", exemplar_bound, type(model.prior).__name__)
-
-    results = []
-    prior_encoder = _OnceEncoder(model.encode)
     t_loop = time.perf_counter()
-    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for x in track(test, len(test), f"nll S={samples}", progress):
-            results.append(
-                estimate_image(model, x, samples, chunk, exemplar_bound if is_exemplar else None, prior_encoder)
-            )
+    estimates = iw_estimates(model, test, samples, chunk, exemplar_bound, seed, progress)
     loop_seconds = time.perf_counter() - t_loop
 
-    nll = -np.array([r.log_px for r in results])
-    neg_elbo = -np.array([r.elbo for r in results])
-    certified = np.array([r.certified for r in results])
-    per_image = out.with_name(out.stem + ".per_image.npz")
-    with atomic_path(per_image) as tmp, open(tmp, "wb") as f:
-        np.savez(f, nll=nll, neg_elbo=neg_elbo, certified=certified)
-
+    nll = -np.array([e.log_px for e in estimates])
+    neg_elbo = -np.array([e.elbo for e in estimates])
+    certified = np.array([e.certified for e in estimates])
+    per_image = runs.write_per_image(out, nll=nll, neg_elbo=neg_elbo, certified=certified)
     result = {
         "metric": "importance-weighted negative log-likelihood (nats per image)",
         "nll": float(nll.mean()),
@@ -183,25 +176,19 @@ def evaluate_nll(
         "seed": seed,
         "estimator": "logmeanexp over S samples of q(z|x), float64; fast one-level path" if isinstance(model, VAE)
         else "logmeanexp over S samples of q(latents|x) via model.sample_pass, float64",
-        "prior": type(model.prior).__name__,
-        "prior_settings": model.prior.describe(),
-        "num_exemplars": model.prior.num_exemplars if is_exemplar else None,
-        "exemplar_bound": exemplar_bound if is_exemplar else None,
+        "prior": type(prior).__name__,
+        "prior_settings": prior.describe(),
+        "num_exemplars": prior.describe().get("num_exemplars"),
+        "exemplar_bound": exemplar_bound,
         "certified_bound": {
             "max": float(certified.max()),
             "mean": float(certified.mean()),
             "meaning": "each image's exact IW log-likelihood lies in [estimate, estimate + certified]; "
             "the mean NLL is at most 'mean' nats above the exact-prior estimate",
-        } if is_exemplar else None,
-        "exemplar_pairs_computed": float(np.mean([r.computed_fraction for r in results])) if is_exemplar else None,
+        } if prior.prunable else None,
+        "exemplar_pairs_computed": float(np.mean([e.computed_fraction for e in estimates])) if prior.prunable else None,
         "per_image_file": per_image.name,
-        "run": provenance,
-        "data": {"name": data.name, "sizes": data.sizes(), **data.provenance},
-        "environment": environment(run.device),
         "estimate_seconds": loop_seconds,
         "images_per_second": len(nll) / loop_seconds,
-        "wall_seconds": time.perf_counter() - t_start,
     }
-    write_json(out, result)
-    return result
-
+    return runs.write_result(out, result, run, data, run.device, started)

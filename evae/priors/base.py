@@ -1,4 +1,5 @@
-"""The interface every prior implements: a log-density, sampling, and a per-epoch refresh hook.
+"""The interface every prior implements: a log-density, sampling, a per-epoch refresh hook, and the
+evaluation-time density (with the certificate of a pruned mixture).
 
 Priors that are built from the model's own encoder (VampPrior, Exemplar) receive it as an argument
 rather than holding it, so the model owns its prior and never the other way round.
@@ -6,12 +7,22 @@ rather than holding it, so the model owns its prior and never the other way roun
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
 Encoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class PriorEvaluation:
+    """log p(z) for every sample of an evaluation, and how it was obtained."""
+
+    log_prob: torch.Tensor  # [S] float64
+    certified: float = 0.0  # nats: exact log p(z_s) lies in [log_prob, log_prob + certified] for every s
+    computed_fraction: float = 1.0  # share of the mixture's (sample, component) kernels computed
 
 
 class Prior(nn.Module):
@@ -32,9 +43,28 @@ class Prior(nn.Module):
         """``n`` draws from p(z). Mixture priors pick components uniformly, or those in ``index``."""
         raise NotImplementedError
 
-    def evaluation_log_prob(self, z: torch.Tensor, encoder: Encoder) -> torch.Tensor:
-        """log p(z) in float64 for the many samples of an evaluation (no leave-one-out). Default: ``log_prob``."""
-        return self.log_prob(z, encoder).double()
+    prunable = False  # whether evaluation_log_prob can skip components within a certified ``bound``
+
+    def evaluation_log_prob(
+        self, z: torch.Tensor, encoder: Encoder, centre: torch.Tensor | None = None, bound: float | None = None
+    ) -> PriorEvaluation:
+        """log p(z) in float64 for the many samples ``z`` [S, D] of one image's evaluation (no leave-one-out).
+
+        ``centre`` is the image's posterior mean; ``bound`` (nats) lets a ``prunable`` prior skip components
+        certified to change log p(z) by at most that much. Default: ``log_prob``, exact, ``centre`` and
+        ``bound`` unused.
+        """
+        return PriorEvaluation(self.log_prob(z, encoder).double())
+
+    def component_scale(self) -> float | None:
+        """The standard deviation s of isotropic components N(mu(x_n), s^2 I) around training images, for
+        priors built of them (what generative augmentation perturbs encoder means by); None otherwise."""
+        return None
+
+    def truncation_gaps(self, z: torch.Tensor, ks) -> dict[int, torch.Tensor]:
+        """Per row of ``z``, the nats log p(z) loses when only its k largest components are kept (the mixture's
+        1/N normaliser unchanged), for each k of ``ks``. Only for mixtures over training images."""
+        raise ValueError(f"{type(self).__name__} is not a mixture over training images: it has no k-nearest truncation")
 
     @torch.no_grad()
     def refresh(self, encoder: Encoder) -> None:

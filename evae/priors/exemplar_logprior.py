@@ -1,4 +1,5 @@
-"""The exemplar prior's test-time log-density for the S importance samples of one image: the NLL hot spot.
+"""The exemplar prior's test-time log-density for the S importance samples of one image: the NLL hot spot
+(``ExemplarPrior.evaluation_log_prob``).
 
 log p(z_s) = log (1/N) sum_n N(z_s; mu_n, s^2 I) over all N exemplar means (no leave-one-out).
 Everything is centred on the image's posterior mean c (w_s = z_s - c, v_n = mu_n - c), where the
@@ -30,24 +31,14 @@ nearly orthogonally around c): see benchmarks/nll.py for how much it skips.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 
 from evae.distributions import LOG_2PI
+from evae.priors.base import PriorEvaluation
 
 ROWS, COLS = 512, 1024  # tile shape: [512 x 1024] float32 = 2 MB, about the L2 cache of one core
 CLAMP = 80.0  # exp arguments are clamped to [-CLAMP, CLAMP] around the row shift
 _RESHIFT = math.exp(CLAMP - 1)  # a tile row sum this large may hold clamped values: recompute it
-
-
-@dataclass
-class MixtureLogDensity:
-    """log p(z_s) for every sample of one image, and how it was obtained."""
-
-    log_prob: torch.Tensor  # [S] float64
-    certified: float  # nats: exact log p(z_s) lies in [log_prob, log_prob + certified] for every s
-    computed_fraction: float  # share of (sample, exemplar) kernels computed
 
 
 def exemplar_log_prior(
@@ -58,7 +49,7 @@ def exemplar_log_prior(
     bound: float | None = None,
     rows: int = ROWS,
     cols: int = COLS,
-) -> MixtureLogDensity:
+) -> PriorEvaluation:
     """log (1/N) sum_n N(z_s; means_n, exp(logvar) I) for ``z`` [S, D], centred on ``centre`` [D].
 
     ``bound=None`` sums every kernel; a number (nats, >= 0) allows certified skipping (module docstring).
@@ -102,9 +93,9 @@ def exemplar_log_prior(
     const = 0.5 * d * (LOG_2PI + math.log(var)) + math.log(n)
     log_prob = log_mass - w_half_sq - const
     if bound is None:
-        return MixtureLogDensity(log_prob, 0.0, computed / (len(z) * n))
+        return PriorEvaluation(log_prob, 0.0, computed / (len(z) * n))
     certified = float(torch.log1p(torch.exp(log_skipped - log_mass)).max())
-    return MixtureLogDensity(log_prob[torch.argsort(rows_order)], certified, computed / (len(z) * n))
+    return PriorEvaluation(log_prob[torch.argsort(rows_order)], certified, computed / (len(z) * n))
 
 
 def _row_block(w_aug, v_aug, bias, cols, log_mass, log_skipped, tail, w_half_sq, bound) -> int:

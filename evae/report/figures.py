@@ -1,14 +1,15 @@
 """The paper's figures, drawn from trained runs and evaluation results (matplotlib, PNG).
 
 Every figure's title names the run it was drawn from, says when its data is a stand-in and, for
-studies other than the paper protocol, that it comes from a smoke or reduced-budget run. Generated
+studies other than the paper protocol, which kind of run it comes from (``budget``: the study's label,
+e.g. "REDUCED BUDGET"; None for the paper protocol). Runs and results are read, verified, through
+``evae.runs``; a run is named by its folder or its summary.json. Generated
 images are the decoder's means (as the paper shows them) unless ``draws=True`` asks for images
 drawn from the decoder (binary for the Bernoulli decoders, hence noisy).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,11 +22,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from evae import runs  # noqa: E402
 from evae.data import STAND_INS  # noqa: E402
 from evae.io import atomic_path  # noqa: E402
-from evae.priors.mixture import isotropic_log_kernel  # noqa: E402
-from evae.study import KIND  # noqa: E402
-from evae.train.trainer import METRICS, load_run  # noqa: E402
 
 
 def _save(fig, out: str | Path) -> None:
@@ -45,8 +44,8 @@ def _decoded(draws: bool) -> str:
     return "draws from the decoder" if draws else "decoder means"
 
 
-def _profile_note(profile: str) -> str:
-    return "" if profile == "paper" else f" [{KIND[profile]} run: not comparable with the paper]"
+def _budget_note(budget: str | None) -> str:
+    return "" if budget is None else f" [{budget} run: not comparable with the paper]"
 
 
 def image_grid(images: np.ndarray, ncol: int, pad: int = 1) -> np.ndarray:
@@ -87,11 +86,11 @@ def _show(ax, grid: np.ndarray, title: str) -> None:
 
 
 @torch.no_grad()
-def exemplar_samples(run_dir, out, seed: int = 0, n_exemplars: int = 8, per_exemplar: int = 8, profile="paper",
-                     draws: bool = False):
+def exemplar_samples(run_dir, out, seed: int = 0, n_exemplars: int = 8, per_exemplar: int = 8,
+                     budget: str | None = None, draws: bool = False):
     """Each row: a training exemplar (left, boxed by a gap) and the decoder means (or, with ``draws``, draws)
     of p(x | z) for z ~ N(mu(x_n), s^2 I)."""
-    run = load_run(run_dir)
+    run = runs.load_run(run_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(run.data.train), generator=g)[:n_exemplars]
     exemplars = torch.from_numpy(run.data.train[idx.numpy()]).to(run.device)
@@ -102,28 +101,29 @@ def exemplar_samples(run_dir, out, seed: int = 0, n_exemplars: int = 8, per_exem
     blank = np.zeros_like(ex[:1]) if ex.ndim == 3 else np.ones_like(ex[:1])
     rows = [np.concatenate([ex[i : i + 1], blank, sm[i]]) for i in range(n_exemplars)]
     fig, ax = plt.subplots(figsize=(0.6 * (per_exemplar + 2), 0.6 * n_exemplars))
-    title = f"exemplar | {_decoded(draws)} of exemplar-conditioned samples ({_label(run)}){_profile_note(profile)}"
+    title = f"exemplar | {_decoded(draws)} of exemplar-conditioned samples ({_label(run)}){_budget_note(budget)}"
     _show(ax, image_grid(np.concatenate(rows), per_exemplar + 2), title)
     _save(fig, out)
 
 
 @torch.no_grad()
-def unconditional_samples(run_dirs, out, seed: int = 0, n: int = 64, profile="paper", draws: bool = False):
+def unconditional_samples(run_dirs, out, seed: int = 0, n: int = 64, budget: str | None = None, draws: bool = False):
     """Decoder means (or, with ``draws``, draws) of ``n`` prior samples from each run, one panel per run."""
     fig, axes = plt.subplots(1, len(run_dirs), figsize=(4 * len(run_dirs), 4.4), squeeze=False)
     for ax, run_dir in zip(axes[0], run_dirs):
-        run = load_run(run_dir)
+        run = runs.load_run(run_dir)
         samples = run.model.generate(n, generator=torch.Generator().manual_seed(seed), draws=draws)
         _show(ax, image_grid(_as_images(samples, run.data.image_shape), int(math.sqrt(n))), _label(run))
-    fig.suptitle(f"unconditional samples: {_decoded(draws)}{_profile_note(profile)}", fontsize=10)
+    fig.suptitle(f"unconditional samples: {_decoded(draws)}{_budget_note(budget)}", fontsize=10)
     _save(fig, out)
 
 
 @torch.no_grad()
-def interpolations(run_dir, out, seed: int = 0, pairs: int = 6, steps: int = 10, profile="paper", draws: bool = False):
+def interpolations(run_dir, out, seed: int = 0, pairs: int = 6, steps: int = 10, budget: str | None = None,
+                   draws: bool = False):
     """Decoder means (or, with ``draws``, draws) along straight lines between the encoder means of pairs
     of test images (ends shown as data)."""
-    run = load_run(run_dir)
+    run = runs.load_run(run_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(run.data.test), generator=g)[: 2 * pairs].numpy()
     x = torch.from_numpy(run.data.test[idx]).to(run.device)
@@ -138,17 +138,17 @@ def interpolations(run_dir, out, seed: int = 0, pairs: int = 6, steps: int = 10,
     ends = _as_images(x, run.data.image_shape)
     rows = [np.concatenate([ends[i : i + 1], decoded[i], ends[pairs + i : pairs + i + 1]]) for i in range(pairs)]
     fig, ax = plt.subplots(figsize=(0.6 * (steps + 2), 0.6 * pairs))
-    title = f"interpolation of encoder means, {_decoded(draws)} ({_label(run)}){_profile_note(profile)}"
+    title = f"interpolation of encoder means, {_decoded(draws)} ({_label(run)}){_budget_note(budget)}"
     _show(ax, image_grid(np.concatenate(rows), steps + 2), title)
     _save(fig, out)
 
 
 @torch.no_grad()
-def tsne(run_dir, out, points: int = 5000, seed: int = 0, profile="paper"):
+def tsne(run_dir, out, points: int = 5000, seed: int = 0, budget: str | None = None):
     """t-SNE of the encoder means of test images (top latent for two-level models), coloured by class."""
     from sklearn.manifold import TSNE
 
-    run = load_run(run_dir)
+    run = runs.load_run(run_dir)
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(run.data.test), size=min(points, len(run.data.test)), replace=False))
     x = torch.from_numpy(run.data.test[idx]).to(run.device)
@@ -159,7 +159,7 @@ def tsne(run_dir, out, points: int = 5000, seed: int = 0, profile="paper"):
     sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, s=3, cmap="tab10" if labels.max() < 10 else "turbo")
     if labels.max() < 10:
         ax.legend(*sc.legend_elements(), fontsize=7, markerscale=0.8, loc="best", title="class")
-    ax.set_title(f"t-SNE of encoder means, {len(mu)} test images ({_label(run)}){_profile_note(profile)}", fontsize=9)
+    ax.set_title(f"t-SNE of encoder means, {len(mu)} test images ({_label(run)}){_budget_note(budget)}", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     _save(fig, out)
@@ -173,25 +173,21 @@ def prior_comparison_data(run_dir, ks, seed: int = 0, images: int = 200) -> pd.D
     components and the same 1/N normaliser (the retrieval-augmented training bound): the gap
     log p(z) - log p_k(z) >= 0 is the nats the kNN approximation loses.
     """
-    run = load_run(run_dir)
-    prior = run.model.prior
-    means, logvar = prior.cached_means.double(), prior.logvar.detach().double()
+    run = runs.load_run(run_dir)
     torch.manual_seed(seed)
     x = torch.from_numpy(run.data.test_binary[:images]).to(run.device)
-    z = run.model.sample_pass(x).z.double()
-    log_kernel = isotropic_log_kernel(z, means, logvar).sort(dim=-1, descending=True).values
-    exact = torch.logsumexp(log_kernel, dim=-1)
+    gaps = run.model.prior.truncation_gaps(run.model.sample_pass(x).z, ks)
     rows = []
-    for k in sorted(set(min(k, means.shape[0]) for k in ks)):
-        gap = (exact - torch.logsumexp(log_kernel[:, :k], dim=-1)).cpu().numpy()
+    for k, gap in gaps.items():
+        gap = gap.cpu().numpy()
         rows.append({"k": k, "gap_mean": gap.mean(), "gap_p90": np.quantile(gap, 0.9), "gap_max": gap.max()})
     return pd.DataFrame(rows)
 
 
-def prior_comparison(run_dir, out, ks, seed: int = 0, profile="paper"):
+def prior_comparison(run_dir, out, ks, seed: int = 0, budget: str | None = None):
     """How far the kNN (retrieval) approximation of the exemplar prior is from the exact mixture."""
     df = prior_comparison_data(run_dir, ks, seed)
-    run_label = Path(run_dir).as_posix().split("/runs/")[-1]
+    run_label = runs.run_folder(run_dir).as_posix().split("/runs/")[-1]
     fig, ax = plt.subplots(figsize=(6, 4))
     for col, style in (("gap_mean", "o-"), ("gap_p90", "s--"), ("gap_max", "^:")):
         ax.plot(df["k"], df[col].clip(lower=1e-12), style, label=col.replace("gap_", ""))
@@ -199,26 +195,25 @@ def prior_comparison(run_dir, out, ks, seed: int = 0, profile="paper"):
     ax.set_yscale("log")
     ax.set_xlabel("k nearest exemplars kept")
     ax.set_ylabel("log p(z) exact - kNN truncation (nats)")
-    ax.set_title(f"exact vs kNN exemplar prior ({run_label}){_profile_note(profile)}", fontsize=9)
+    ax.set_title(f"exact vs kNN exemplar prior ({run_label}){_budget_note(budget)}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     _save(fig, out)
 
 
-def training_curves(summary_paths, out, profile="paper"):
+def training_curves(run_dirs, out, budget: str | None = None):
     """Validation -ELBO per epoch, one panel per (dataset, architecture), one line per prior and seed."""
-    runs = []
-    for path in summary_paths:
-        summary = json.loads(Path(path).read_text())
-        cfg = summary["config"]
-        metrics = pd.read_csv(Path(path).parent / METRICS)
-        runs.append(((cfg["dataset"], cfg["architecture"]), cfg["prior"], cfg["seed"], metrics))
-    panels = sorted({r[0] for r in runs})
+    curves = []
+    for run_dir in run_dirs:
+        cfg = runs.read_summary(run_dir)["config"]
+        metrics = pd.DataFrame(runs.read_metrics(run_dir))
+        curves.append(((cfg["dataset"], cfg["architecture"]), cfg["prior"], cfg["seed"], metrics))
+    panels = sorted({r[0] for r in curves})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     colours = {"gaussian": "tab:blue", "vampprior": "tab:orange", "exemplar": "tab:green"}
     for ax, panel in zip(axes[0], panels):
         seen = set()
-        for key, prior, seed, m in runs:
+        for key, prior, seed, m in curves:
             if key != panel:
                 continue
             ax.plot(m["epoch"], m["val_loss"], color=colours.get(prior), alpha=0.8,
@@ -226,13 +221,13 @@ def training_curves(summary_paths, out, profile="paper"):
             seen.add(prior)
         _style(ax, f"{panel[0]} / {panel[1]}", "epoch", "validation -ELBO (nats)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(f"training curves{_profile_note(profile)}", fontsize=10)
+    fig.suptitle(f"training curves{_budget_note(budget)}", fontsize=10)
     _save(fig, out)
 
 
-def knn_error_vs_k(result_paths, out, profile="paper"):
+def knn_error_vs_k(result_paths, out, budget: str | None = None):
     """kNN test error against k for each trained model's latent space, and in pixel space."""
-    results = [json.loads(Path(p).read_text()) for p in result_paths]
+    results = [runs.read_result(p) for p in result_paths]
     datasets = sorted({r["run"]["config"]["dataset"] for r in results})
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
@@ -248,5 +243,5 @@ def knn_error_vs_k(result_paths, out, profile="paper"):
                 ax.plot(pks, perr, "k--", label="pixel space")
                 pixel_done = True
         _style(ax, dataset, "k", "test error (%)")
-    fig.suptitle(f"kNN classification error on encoder means{_profile_note(profile)}", fontsize=10)
+    fig.suptitle(f"kNN classification error on encoder means{_budget_note(budget)}", fontsize=10)
     _save(fig, out)

@@ -1,1 +1,1 @@
-"""Training: the AdamNormGrad optimiser and the resumable trainer."""
+"""Training: the AdamNormGrad optimiser, the computations of an epoch (``loop``) and the resumable trainer."""

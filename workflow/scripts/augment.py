@@ -1,7 +1,5 @@
 """Rule augment: an MLP classifier, with exemplar-VAE augmentation when the rule names a model."""
 
-from pathlib import Path
-
 from evae.evaluate.augment import train_classifier
 from evae.pipeline_job import pipeline_job
 
@@ -10,7 +8,7 @@ with pipeline_job(snakemake):  # noqa: F821 (injected by Snakemake)
     train_classifier(
         w.dataset,
         snakemake.output[0],  # noqa: F821
-        run_dir=Path(snakemake.input.run).parent if w.augment == "exemplar" else None,  # noqa: F821
+        run_dir=snakemake.input.run if w.augment == "exemplar" else None,  # noqa: F821
         hidden=int(w.hidden),
         epochs=snakemake.params.epochs,  # noqa: F821
         seed=int(w.seed),
