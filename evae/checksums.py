@@ -4,9 +4,9 @@ Each folder the harness writes into holds one record, ``checksums.json``::
 
     {"format": 1, "files": {"best.pt": {"sha256": "9f2c...", "bytes": 2871, "recorded": "when written"}, ...}}
 
-Writing ``f`` (``recorded_path`` and the writers built on it): the complete temporary copy is hashed,
+Writing ``f`` (``write_all`` and the writers built on it): the complete temporary copy is hashed,
 its hash is added to f's entry as ``pending``, the copy is renamed over ``f``, and the pending hash
-becomes the entry's. A process killed between these steps leaves the old file with its hash still
+becomes the entry's (for files written together, one update marks all and one commits all). A process killed between these steps leaves the old file with its hash still
 recorded, or the new file with its hash pending; a reader accepts a file matching either, so a kill
 never makes a good file look damaged, and a damaged file matches neither.
 
@@ -33,7 +33,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -62,26 +62,37 @@ def digest(data: bytes) -> dict:
 # --- writing -----------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def recorded_path(path: str | os.PathLike) -> Iterator[Path]:
-    """``evae.io.atomic_path`` that also records the file's checksum in its folder's record."""
-    path = Path(path)
-    written = {}
+def write_all(writes: list[tuple[Path, Callable[[Path], None]]]) -> None:
+    """Write files of one folder atomically, in the order given, each ``(path, write(tmp))``, recording them.
 
-    def mark_pending(tmp: Path) -> None:
-        written.update(digest(tmp.read_bytes()))
-        with _editing(path.parent) as files:
-            files.setdefault(path.name, {"recorded": WHEN_WRITTEN})["pending"] = dict(written)
+    One record update marks all their hashes pending and one commits them (each update costs an fsync).
+    """
+    writes = [(Path(path), write) for path, write in writes]
+    folder = writes[0][0].parent
+    if any(path.parent != folder for path, _ in writes):
+        raise ValueError(f"write_all writes into one folder; got {[str(p) for p, _ in writes]}")
+    written: dict[str, dict] = {}
+    tmps: dict[Path, Path] = {}
 
-    with atomic_path(path, before_replace=mark_pending) as tmp:
-        yield tmp
-    with _editing(path.parent) as files:
-        files[path.name] = {**written, "recorded": WHEN_WRITTEN}
+    def mark_pending(_: Path) -> None:  # before the first rename, once every temporary is complete
+        if not written:
+            written.update({path.name: digest(tmps[path].read_bytes()) for path, _ in writes})
+            with _editing(folder) as files:
+                for name, found in written.items():
+                    files.setdefault(name, {"recorded": WHEN_WRITTEN})["pending"] = found
+
+    with contextlib.ExitStack() as stack:
+        for path, _ in reversed(writes):  # the last entered is renamed first
+            tmps[path] = stack.enter_context(atomic_path(path, before_replace=mark_pending))
+        for path, write in writes:
+            write(tmps[path])
+    with _editing(folder) as files:
+        for name, found in written.items():
+            files[name] = {**found, "recorded": WHEN_WRITTEN}
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    with recorded_path(path) as tmp:
-        tmp.write_text(text)
+    write_all([(path, text_writer(text))])
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -89,13 +100,23 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    with recorded_path(path) as tmp:
-        torch.save(obj, tmp)
+    write_all([(path, torch_writer(obj))])
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    with recorded_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    write_all([(path, write)])
+
+
+def text_writer(text: str) -> Callable[[Path], None]:
+    return lambda tmp: tmp.write_text(text)
+
+
+def torch_writer(obj: Any) -> Callable[[Path], None]:
+    return lambda tmp: torch.save(obj, tmp)
 
 
 # --- reading -----------------------------------------------------------------------------------------

@@ -82,17 +82,22 @@ def write_config(out: Path, cfg: TrainConfig) -> None:
 
 
 def write_tables(out: Path, history: list[dict], timing: list[dict]) -> None:
-    checksums.write_text(out / METRICS, _csv(history, METRIC_COLUMNS))
-    checksums.write_text(out / TIMING, _csv(timing, TIMING_COLUMNS))
+    checksums.write_all(_tables(out, history, timing))
 
 
-def save_checkpoint(out: Path, state: dict) -> None:
-    checksums.torch_save(state, out / CHECKPOINT)
+def save_epoch(out: Path, checkpoint: dict, history: list[dict], timing: list[dict], best: dict | None = None) -> None:
+    """An epoch's files, renamed in this order: the best weights (if ``best``), the checkpoint, the tables.
+
+    The order keeps a kill harmless: a checkpoint never names a best epoch whose weights are not in
+    place, and tables lagging the checkpoint are rewritten from it on resume.
+    """
+    best_file = [(out / BEST, checksums.torch_writer(best))] if best is not None else []
+    checksums.write_all([*best_file, (out / CHECKPOINT, checksums.torch_writer(checkpoint)), *_tables(out, history, timing)])
 
 
-def save_best(out: Path, cfg: TrainConfig, model: torch.nn.Module, epoch: int, val_loss: float) -> None:
-    best = {"trajectory_digest": cfg.trajectory_digest(), "model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}
-    checksums.torch_save(best, out / BEST)
+def best_weights(cfg: TrainConfig, model: torch.nn.Module, epoch: int, val_loss: float) -> dict:
+    """What best.pt holds: the weights, their epoch and validation loss, and the trajectory they belong to."""
+    return {"trajectory_digest": cfg.trajectory_digest(), "model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}
 
 
 def write_summary(out: Path, summary: dict) -> None:
@@ -269,6 +274,11 @@ def write_per_image(result_path: str | Path, **arrays: np.ndarray) -> Path:
 def read_per_image(result_path: str | Path) -> dict[str, np.ndarray]:
     path = per_image_path(result_path)
     return checksums.load_npz(path, f"Delete {path} and {result_path}, and evaluate again.")
+
+
+def _tables(out: Path, history: list[dict], timing: list[dict]) -> list:
+    return [(out / METRICS, checksums.text_writer(_csv(history, METRIC_COLUMNS))),
+            (out / TIMING, checksums.text_writer(_csv(timing, TIMING_COLUMNS)))]
 
 
 def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:

@@ -103,10 +103,8 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
         state["timing"].append({"epoch": epoch, **seconds, "wall_seconds": state["wall"]})
         state["epoch"] = epoch
         improved, stop = loop.early_stopping(state, row["val_loss"], epoch, cfg.warmup_epochs, cfg.patience)
-        if improved:
-            runs.save_best(out, cfg, model, epoch, row["val_loss"])
-        runs.save_checkpoint(out, _checkpoint(cfg, model, optimizer, shuffle, state))
-        runs.write_tables(out, state["history"], state["timing"])
+        best = runs.best_weights(cfg, model, epoch, row["val_loss"]) if improved else None
+        runs.save_epoch(out, _checkpoint(cfg, model, optimizer, shuffle, state), state["history"], state["timing"], best)
         epochs.set_postfix(train=f"{row['train_loss']:.2f}", val=f"{row['val_loss']:.2f}", best=state["best_epoch"])
         if not progress:
             mean_epoch = state["wall"] / len(state["timing"])
