@@ -20,6 +20,7 @@ from typing import Any, Iterator
 @contextlib.contextmanager
 def pipeline_job(smk: Any) -> Iterator[None]:
     from evae.checksums import DamagedFileError
+    from evae.config import ConfigError
     from evae.provenance import set_threads
 
     log_path = smk.log[0] if smk.log else None
@@ -34,7 +35,7 @@ def pipeline_job(smk: Any) -> Iterator[None]:
     try:
         with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
             yield
-    except (DamagedFileError, FileNotFoundError, ValueError) as err:  # bad input (ConfigError is a ValueError)
+    except (DamagedFileError, ConfigError, FileNotFoundError) as err:  # bad input: its message says what to do
         log.error("job %s failed: %s", smk.rule, err)
         raise
     except BaseException:

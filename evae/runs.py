@@ -54,8 +54,10 @@ def _advice(path: Path) -> str:
     if path.name == BEST:
         return (f"The best weights cannot be rebuilt from the other files: restore {path} from a good copy, or "
                 f"delete the run folder {run} and train the run again.")
-    return (f"Restore it from a good copy, or delete {path} and {run / SUMMARY} and train again with the run's "
-            f"config: the trainer rewrites them (from {CHECKPOINT} when it is kept, else by training again).")
+    also = "" if path.name == SUMMARY else f" and {run / SUMMARY}"
+    return (f"Restore it from a good copy, or delete {path}{also} and train again with the run's config: the "
+            f"trainer rewrites {'them' if also else 'it'} (from {CHECKPOINT} when it is kept, else by training "
+            "again).")
 
 
 def run_folder(path: str | Path) -> Path:
@@ -92,12 +94,14 @@ def save_epoch(out: Path, checkpoint: dict, history: list[dict], timing: list[di
     place, and tables lagging the checkpoint are rewritten from it on resume.
     """
     best_file = [(out / BEST, checksums.torch_writer(best))] if best is not None else []
-    checksums.write_all([*best_file, (out / CHECKPOINT, checksums.torch_writer(checkpoint)), *_tables(out, history, timing)])
+    checkpoint_file = (out / CHECKPOINT, checksums.torch_writer(checkpoint))
+    checksums.write_all([*best_file, checkpoint_file, *_tables(out, history, timing)])
 
 
 def best_weights(cfg: TrainConfig, model: torch.nn.Module, epoch: int, val_loss: float) -> dict:
     """What best.pt holds: the weights, their epoch and validation loss, and the trajectory they belong to."""
-    return {"trajectory_digest": cfg.trajectory_digest(), "model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}
+    return {"trajectory_digest": cfg.trajectory_digest(), "model": model.state_dict(), "epoch": epoch,
+            "val_loss": val_loss}
 
 
 def write_summary(out: Path, summary: dict) -> None:
