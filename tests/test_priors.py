@@ -343,3 +343,50 @@ def test_fast_logsumexp_equals_torch_far_into_the_tail():
     logits = torch.tensor([[0.0, -1.0, -710.0, -5000.0], [3.0, 3.0, -800.0, 2.0], [-1e4, -1e4 - 0.5, -2e4, -3e4]],
                           dtype=torch.float64)
     torch.testing.assert_close(fast_logsumexp(logits), torch.logsumexp(logits, -1), rtol=0, atol=1e-15)
+
+
+# --- the evaluation interface: value and certificate, from every prior ---------------------------------
+
+
+def test_exemplar_evaluation_log_prob_is_the_mixture_over_all_cached_means_with_its_certificate():
+    prior = exemplar_prior(n=40).eval()
+    lin, encoder = linear_encoder(6)
+    prior.refresh(encoder)
+    z = torch.randn(30, LATENT, generator=torch.Generator().manual_seed(1))
+    ref = reference_log_mixture(z.numpy(), prior.cached_means.detach().numpy(), 0.5)
+    exact = prior.evaluation_log_prob(z, encoder, centre=z.mean(0))
+    np.testing.assert_allclose(exact.log_prob.numpy(), ref, rtol=1e-6)
+    assert (exact.certified, exact.computed_fraction) == (0.0, 1.0) and prior.prunable
+    pruned = prior.evaluation_log_prob(z, encoder, centre=z.mean(0), bound=0.5)
+    assert pruned.certified <= 0.5 and np.all(ref - pruned.log_prob.numpy() <= pruned.certified + 1e-6)
+    with pytest.raises(ValueError, match="pass centre"):
+        prior.evaluation_log_prob(z, encoder)
+
+
+def test_gaussian_evaluation_is_exact_and_ignores_centre_and_bound():
+    prior = GaussianPrior(LATENT)
+    z = torch.randn(10, LATENT)
+    got = prior.evaluation_log_prob(z, None, centre=z[0], bound=1.0)
+    np.testing.assert_allclose(got.log_prob.numpy(), stats.multivariate_normal(np.zeros(LATENT)).logpdf(z.numpy()),
+                               rtol=1e-6)
+    assert got.log_prob.dtype == torch.float64 and (got.certified, got.computed_fraction) == (0.0, 1.0)
+    assert not prior.prunable and prior.component_scale() is None
+    with pytest.raises(ValueError, match="no k-nearest truncation"):
+        prior.truncation_gaps(z, [1])
+
+
+def test_exemplar_truncation_gaps_against_the_k_largest_components():
+    prior = exemplar_prior(n=25).eval()
+    _, encoder = linear_encoder(6)
+    prior.refresh(encoder)
+    assert prior.component_scale() == pytest.approx(math.sqrt(0.5))
+    z = torch.randn(8, LATENT, generator=torch.Generator().manual_seed(2))
+    means = prior.cached_means.detach().double().numpy()
+    kernels = np.stack([stats.multivariate_normal(m, 0.5 * np.eye(LATENT)).logpdf(z.double().numpy()) for m in means], 1)
+    top = -np.sort(-kernels, axis=1)
+    gaps = prior.truncation_gaps(z, [1, 5, 100])
+    assert sorted(gaps) == [1, 5, 25]  # k is capped at N
+    for k, gap in gaps.items():
+        # the float64 expansion |z|^2 - 2 z.m + |m|^2 rounds to ~1e-9 nats against scipy's direct distances
+        np.testing.assert_allclose(gap.numpy(), logsumexp(kernels, 1) - logsumexp(top[:, :k], 1), rtol=0, atol=1e-7)
+    assert np.all(gaps[25].numpy() == 0) and np.all(gaps[1].numpy() >= gaps[5].numpy())
