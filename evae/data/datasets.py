@@ -204,9 +204,9 @@ def load_chardata(spec: DatasetSpec, split_seed: int, **kwargs) -> ImageDataset:
 
     x_pool, y_pool = images("data"), mat["target"].argmax(axis=0).astype(np.int64)
     x_test, y_test = images("testdata"), mat["testtarget"].argmax(axis=0).astype(np.int64)
-    train_idx, val_idx, split_path = _seeded_split("omniglot", len(x_pool), 1_345, split_seed, kwargs["cache"])
+    train_idx, val_idx, split_path = _seeded_split(spec.name, len(x_pool), 1_345, split_seed, kwargs["cache"])
     return ImageDataset(
-        name="omniglot",
+        name=spec.name,
         image_shape=(1, 28, 28),
         train=x_pool[train_idx],
         train_labels=y_pool[train_idx],
@@ -245,9 +245,9 @@ def load_omniglot_raw28(spec: DatasetSpec, split_seed: int, **kwargs) -> ImageDa
     char_of = np.repeat(chars[:, None], 20, axis=1)
     x_pool, y_pool = small[:, :15].reshape(-1, 784), char_of[:, :15].reshape(-1)
     x_test, y_test = small[:, 15:].reshape(-1, 784), char_of[:, 15:].reshape(-1)
-    train_idx, val_idx, split_path = _seeded_split("omniglot_raw28", len(x_pool), 1_345, split_seed, kwargs["cache"])
+    train_idx, val_idx, split_path = _seeded_split(spec.name, len(x_pool), 1_345, split_seed, kwargs["cache"])
     return ImageDataset(
-        name="omniglot_raw28",
+        name=spec.name,
         image_shape=(1, 28, 28),
         train=x_pool[train_idx],
         train_labels=y_pool[train_idx],
