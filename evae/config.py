@@ -1,4 +1,8 @@
-"""Training configuration: one flat, validated record. Unknown keys and bad values are errors."""
+"""Training configuration: one flat, validated record. Unknown keys and bad values are errors.
+
+Datasets, architectures and priors are checked against their registries (`evae.data.registry`,
+`evae.models.registry`, `evae.priors`), so a newly registered one is a valid choice at once.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,16 @@ from typing import Any
 
 import yaml
 
-COLOUR_DATASETS = ("celeba", "celeba_sample", "celeba_standin")  # 3 x 64 x 64 levels: only convvae64 models them
-DATASETS = ("mnist", "fashion_mnist", "omniglot", "omniglot_raw28", "mnist_subset", *COLOUR_DATASETS)
-ARCHITECTURES = ("vae", "hvae", "convhvae", "convvae64")
-PRIORS = ("gaussian", "vampprior", "exemplar")
+from evae.data import registry as data_registry
+from evae.models import registry as model_registry
+from evae.priors import prior_names
+
 OPTIMIZERS = ("adamnormgrad", "adam")
 DEVICES = ("auto", "cpu", "cuda")
+# Name lists of the built-in datasets and architectures, for older imports (the registries are the truth)
+DATASETS = tuple(data_registry.DATASETS)
+ARCHITECTURES = tuple(model_registry.ARCHITECTURES)
+COLOUR_DATASETS = tuple(name for name, spec in data_registry.DATASETS.items() if not spec.binary)
 
 
 class ConfigError(ValueError):
@@ -53,9 +61,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choices = {
-            "dataset": DATASETS,
-            "architecture": ARCHITECTURES,
-            "prior": PRIORS,
+            "dataset": list(data_registry.DATASETS),
+            "architecture": list(model_registry.ARCHITECTURES),
+            "prior": prior_names(),
             "exemplar_mode": ("exact", "knn"),
             "optimizer": OPTIMIZERS,
             "device": DEVICES,
@@ -76,10 +84,12 @@ class TrainConfig:
             raise ConfigError(f"exemplar_subset: must be a fraction in (0, 1], got {self.exemplar_subset}")
         if self.max_train_images is not None and self.max_train_images < 2:
             raise ConfigError(f"max_train_images: must be >= 2 or null, got {self.max_train_images}")
-        if (self.dataset in COLOUR_DATASETS) != (self.architecture == "convvae64"):
+        dataset = data_registry.get_spec(self.dataset)
+        if not model_registry.get_architecture(self.architecture).models(dataset):
+            able = [name for name, arch in model_registry.ARCHITECTURES.items() if arch.models(dataset)]
             raise ConfigError(
-                f"architecture {self.architecture!r} cannot model dataset {self.dataset!r}: convvae64 is for "
-                f"{list(COLOUR_DATASETS)} (3x64x64), the others for the 28x28 binary datasets"
+                f"architecture {self.architecture!r} cannot model dataset {self.dataset!r} "
+                f"({image_kind(dataset)} images); architectures that can: {able}"
             )
         if self.max_val_images is not None and self.max_val_images < 1:
             raise ConfigError(f"max_val_images: must be >= 1 or null, got {self.max_val_images}")
@@ -127,6 +137,11 @@ class TrainConfig:
     def _hash(self, ignore: tuple[str, ...]) -> str:
         relevant = {k: v for k, v in self.to_dict().items() if k not in ignore}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def image_kind(spec) -> str:
+    """How a dataset's or architecture's images read in a message, e.g. "binary 1x28x28"."""
+    return f"{'binary' if spec.binary else 'colour'} {'x'.join(map(str, spec.image_shape))}"
 
 
 def _coerce(key: str, value: Any, type_name: str) -> Any:

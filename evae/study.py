@@ -3,6 +3,11 @@
 The Snakefile asks this module for its targets and for each run's training config, so the plan is
 plain Python that tests can check without Snakemake. Paths are relative to the working directory.
 
+Datasets, architectures and priors are the registries' (`evae.data.registry`, `evae.models.registry`,
+`evae.priors`): a study trains every (dataset, architecture, prior, seed) of its ``models`` section
+whose architecture models the dataset's images, so one config can list 28x28 binary and 64x64 colour
+datasets side by side.
+
 Each profile owns one results root, so that no profile's run (or test) ever overwrites another's
 outputs: the paper protocol writes ``results/{runs,eval,tables,figures}``, every other profile
 ``results/<profile>/{runs,eval,tables,figures}``.
@@ -11,6 +16,7 @@ outputs: the paper protocol writes ``results/{runs,eval,tables,figures}``, every
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,33 +24,29 @@ from typing import Any
 import yaml
 
 from evae.config import ConfigError, TrainConfig
+from evae.data.registry import DATASETS, get_spec
+from evae.models.registry import ARCHITECTURES, get_architecture
+from evae.priors import prior_names
 
 RESULTS = "results"
+# Each profile's label in tables and figures: anything but the paper protocol is not comparable with the paper
+KIND = {"paper": "paper protocol", "reduced": "REDUCED BUDGET", "smoke": "SMOKE"}
 
 
 def results_root(profile: str) -> str:
     """Where a profile's runs, evaluations, tables, figures and job benchmarks go."""
     return RESULTS if profile == "paper" else f"{RESULTS}/{profile}"
 
-# Stand-in datasets are compared with the paper's column they stand in for (and labelled as such).
-PAPER_DATASET = {"mnist_subset": "mnist", "omniglot_raw28": "omniglot", "celeba_standin": "celeba"}
-KIND = {"paper": "paper protocol", "reduced": "REDUCED BUDGET", "smoke": "SMOKE"}
-# (train, validation, test) images of each dataset, for the resource estimates
-SPLIT_SIZES = {
-    "mnist": (50_000, 10_000, 10_000),
-    "fashion_mnist": (50_000, 10_000, 10_000),
-    "omniglot": (23_000, 1_345, 8_070),
-    "omniglot_raw28": (23_000, 1_345, 8_115),
-    "mnist_subset": (3_000, 1_000, 1_000),
-    "celeba": (162_770, 19_867, 19_962),
-    "celeba_sample": (24, 4, 4),
-    "celeba_standin": (48, 8, 8),
-}
+
+def wildcard_constraints() -> dict[str, str]:
+    """The pipeline's name wildcards: exactly the registered datasets, architectures and priors."""
+    names = {"dataset": list(DATASETS), "architecture": list(ARCHITECTURES), "prior": prior_names()}
+    return {key: "|".join(map(re.escape, values)) for key, values in names.items()}
 
 
 def load_config(*paths: str | Path) -> dict[str, Any]:
     """The config Snakemake builds from config/config.yaml and ``--configfile`` files: each file merged key
-    by key over the ones before it, nested mappings recursively (``celeba: null`` switches a section off)."""
+    by key over the ones before it, nested mappings recursively (lists and values replace)."""
 
     def merge(base: dict, over: dict) -> dict:
         return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
@@ -76,27 +78,21 @@ class Study:
     def __init__(self, config: dict[str, Any]):
         self.config = config
         self.profile: str = config["profile"]
+        self.label = KIND[self.profile]
         self.root = results_root(self.profile)
+        self._check_names()
         models = config["models"]
         self.runs = [
             Run(d, a, p, s)
             for d in models["datasets"]
             for a in models["architectures"]
+            if ARCHITECTURES[a].models(DATASETS[d])
             for p in models["priors"]
             for s in config["seeds"]
         ]
         by_arch = config["train_by_architecture"]
         self._configs = {run.key: self._build_train_config(run, by_arch.get(run.architecture, {})) for run in self.runs}
-        self.celeba_runs = []
-        if config.get("celeba"):
-            c = config["celeba"]
-            self.celeba_runs = [Run(c["dataset"], "convvae64", p, s) for p in c["priors"] for s in c["seeds"]]
-            self._configs.update({run.key: self._build_train_config(run, c["train"]) for run in self.celeba_runs})
         self._check_references()
-
-    @property
-    def all_runs(self) -> list[Run]:
-        return self.runs + self.celeba_runs
 
     # -- training --------------------------------------------------------------------------------
 
@@ -123,43 +119,57 @@ class Study:
     def run_dir(self, run: Run) -> str:
         return f"{self.root}/runs/{run.key}"
 
+    # -- resource estimates for a scheduler (CPU, 1 thread; a GPU is far faster) ------------------
+
     def train_runtime_minutes(self, cfg: TrainConfig) -> int:
-        """A generous wall-time estimate for a scheduler (CPU, 1 thread; a GPU is far faster)."""
-        images = SPLIT_SIZES[cfg.dataset][0]
+        """A generous wall-time estimate of a training job."""
+        arch = get_architecture(cfg.architecture)
+        images = get_spec(cfg.dataset).split_sizes[0]
         images = min(images, cfg.max_train_images or images)
-        per_image_ms = {"vae": 0.3, "hvae": 0.6, "convhvae": 10.0, "convvae64": 0.5 * cfg.hidden}[cfg.architecture]
+        per_image_ms = arch.train_ms_per_image * arch.cost_scale(cfg.hidden)
         if cfg.prior == "exemplar":
             per_image_ms *= 3 if cfg.exemplar_mode == "knn" else max(1.0, 2 * cfg.exemplar_subset * images / 100)
         epoch_minutes = images * per_image_ms / 60_000 + 0.2
         return max(10, math.ceil(2 * cfg.max_epochs * epoch_minutes))
 
-    def _data_mb(self, cfg: TrainConfig) -> int:
-        """Memory of the dataset's arrays: float32 gray levels, or uint8 levels for CelebA."""
-        images = sum(SPLIT_SIZES[cfg.dataset])
-        bytes_per_image = 3 * 64 * 64 if cfg.dataset.startswith("celeba") else 784 * 4
-        return images * bytes_per_image // 2**20
+    @staticmethod
+    def _data_mb(dataset: str) -> int:
+        """Memory of a dataset's arrays: float32 gray levels (binary datasets) or uint8 colour levels."""
+        spec = get_spec(dataset)
+        bytes_per_image = math.prod(spec.image_shape) * (4 if spec.binary else 1)
+        return sum(spec.split_sizes) * bytes_per_image // 2**20
 
-    def _model_mb(self, cfg: TrainConfig) -> int:
-        return {"vae": 500, "hvae": 800, "convhvae": 2500, "convvae64": 6000 * cfg.hidden // 128}[cfg.architecture]
+    @staticmethod
+    def _model_mb(cfg: TrainConfig) -> int:
+        arch = get_architecture(cfg.architecture)
+        return int(arch.memory_mb * arch.cost_scale(cfg.hidden))
+
+    def data_mem_mb(self, dataset: str) -> int:
+        """Peak memory of the job that finds, verifies and decodes a dataset."""
+        return 2000 + 2 * self._data_mb(dataset)
 
     def train_mem_mb(self, cfg: TrainConfig) -> int:
         """Peak memory of a training job: the data (and its validation copy), the model and its activations."""
-        return 1000 + 2 * self._data_mb(cfg) + self._model_mb(cfg)
+        return 1000 + 2 * self._data_mb(cfg.dataset) + self._model_mb(cfg)
 
     def eval_mem_mb(self, cfg: TrainConfig) -> int:
-        """Peak memory of an evaluation or figure job of a run trained with ``cfg``."""
-        return 1500 + 2 * self._data_mb(cfg) + self._model_mb(cfg) // 2
+        """Peak memory of an evaluation job of a run trained with ``cfg``."""
+        return 1500 + 2 * self._data_mb(cfg.dataset) + self._model_mb(cfg) // 2
 
-    # Importance samples scored per second on one CPU thread (benchmarks/nll.py; a GPU is far faster),
-    # and the exemplar log-prior's extra seconds per test image at S = 5000 and N = 50,000.
-    _SAMPLES_PER_SECOND = {"vae": 100_000, "hvae": 18_000, "convhvae": 250, "convvae64": 20}
+    def figure_mem_mb(self, dataset: str) -> int:
+        """Peak memory of a figure of ``dataset`` (drawn from up to one model per prior)."""
+        run = self.figure_model(dataset)
+        return 1000 + self.eval_mem_mb(self.train_config(run.dataset, run.architecture, run.prior, run.seed))
+
+    # The exemplar log-prior's extra seconds per test image at S = 5000 and N = 50,000 (benchmarks/nll.py)
     _EXEMPLAR_SECONDS = 0.5
 
     def nll_runtime_minutes(self, cfg: TrainConfig) -> int:
         """A generous wall-time estimate of the NLL job of a run trained with ``cfg``."""
         nll = self.config["nll"]
-        images = nll["max_images"] or SPLIT_SIZES[cfg.dataset][2]
-        per_image = nll["samples"] / self._SAMPLES_PER_SECOND[cfg.architecture]
+        arch = get_architecture(cfg.architecture)
+        images = nll["max_images"] or get_spec(cfg.dataset).split_sizes[2]
+        per_image = nll["samples"] * arch.cost_scale(cfg.hidden) / arch.nll_samples_per_second
         if cfg.prior == "exemplar":
             per_image += self._EXEMPLAR_SECONDS * nll["samples"] / 5000
         return max(10, math.ceil(2 * images * per_image / 60))
@@ -171,9 +181,6 @@ class Study:
 
     def nll_targets(self) -> list[str]:
         return [self.eval_path(run, "nll") for run in self.runs]
-
-    def celeba_nll_targets(self) -> list[str]:
-        return [self.eval_path(run, "nll") for run in self.celeba_runs]
 
     def knn_targets(self) -> list[str]:
         knn = self.config["knn"]
@@ -202,37 +209,63 @@ class Study:
         return Run(dataset, m["architecture"], "exemplar", m["seed"])
 
     def figure_model(self, dataset: str, prior: str = "exemplar") -> Run:
-        if self.celeba_runs and dataset == self.celeba_runs[0].dataset:
-            return Run(dataset, "convvae64", prior, self.config["celeba"]["seeds"][0])
+        """The run ``dataset``'s figures are drawn from: the first of ``figures.architectures`` that models it."""
         f = self.config["figures"]
-        return Run(dataset, f["architecture"], prior, f["seed"])
+        able = [a for a in f["architectures"] if ARCHITECTURES[a].models(DATASETS[dataset])]
+        if not able:
+            raise ConfigError(
+                f"figures of {dataset}: none of figures.architectures {f['architectures']} models its images; "
+                f"add one of {[a for a, arch in ARCHITECTURES.items() if arch.models(DATASETS[dataset])]}"
+            )
+        return Run(dataset, able[0], prior, f["seed"])
+
+    def stand_ins(self) -> dict[str, str]:
+        """The study's datasets that stand in for the paper's data, and what they are."""
+        return {d: DATASETS[d].stand_in for d in self.config["models"]["datasets"] if DATASETS[d].stand_in}
 
     def figure_priors(self, dataset: str) -> list[str]:
         """The priors whose unconditional samples are drawn side by side for ``dataset``."""
-        if self.celeba_runs and dataset == self.celeba_runs[0].dataset:
-            return self.config["celeba"]["priors"]
         return self.config["models"]["priors"]
 
     # -- outputs ---------------------------------------------------------------------------------
 
-    TABLES = ("nll", "knn", "augmentation")
-    CELEBA_FIGURES = ("exemplar_samples", "unconditional_samples")
-    PER_DATASET_FIGURES = ("exemplar_samples", "unconditional_samples", "interpolations", "tsne", "prior_comparison")
+    SAMPLE_FIGURES = ("exemplar_samples", "unconditional_samples")
+    PER_DATASET_FIGURES = (*SAMPLE_FIGURES, "interpolations", "tsne", "prior_comparison")
     STUDY_FIGURES = ("training_curves", "knn_error_vs_k")
 
-    def tables(self) -> list[str]:
-        return list(self.TABLES) + (["celeba"] if self.celeba_runs else [])
+    def dataset_figures(self, dataset: str) -> tuple[str, ...]:
+        """Every figure of a binary dataset; the samples of a colour one (the paper shows only samples of
+        CelebA, whose images have no classes for a t-SNE)."""
+        return self.PER_DATASET_FIGURES if DATASETS[dataset].binary else self.SAMPLE_FIGURES
+
+    @staticmethod
+    def nll_table(dataset: str) -> str:
+        """The table a run's test NLL goes to: the paper's NLL table (log-likelihood in nats) for a binary
+        dataset; for a colour one, a bits-per-dimension table named after its paper column."""
+        spec = get_spec(dataset)
+        return "nll" if spec.binary else spec.paper_column
+
+    def tables(self) -> dict[str, str]:
+        """Each table's name and kind (`evae.report.tables`): the paper's three, then one bits-per-dimension
+        NLL table for each colour paper dataset the study trains on (the paper reports none)."""
+        colour = dict.fromkeys(self.nll_table(run.dataset) for run in self.runs if not DATASETS[run.dataset].binary)
+        return {"nll": "nll", "knn": "knn", "augmentation": "augmentation", **dict.fromkeys(colour, "nll_bits")}
+
+    def table_inputs(self, table: str) -> list[str]:
+        """The evaluation JSONs table ``table`` is compiled from."""
+        if table == "knn":
+            return self.knn_targets()
+        if table == "augmentation":
+            return self.augmentation_targets()
+        return [self.eval_path(run, "nll") for run in self.runs if self.nll_table(run.dataset) == table]
 
     def table_targets(self) -> list[str]:
         return [f"{self.root}/tables/{t}.{ext}" for t in self.tables() for ext in ("csv", "md")]
 
     def figure_targets(self) -> list[str]:
         per_dataset = [
-            f"{self.root}/figures/{name}_{d}.png" for d in self.config["figures"]["datasets"] for name in self.PER_DATASET_FIGURES
+            f"{self.root}/figures/{name}_{d}.png" for d in self.config["figures"]["datasets"] for name in self.dataset_figures(d)
         ]
-        if self.celeba_runs:
-            d = self.celeba_runs[0].dataset
-            per_dataset += [f"{self.root}/figures/{name}_{d}.png" for name in self.CELEBA_FIGURES]
         return per_dataset + [f"{self.root}/figures/{name}.png" for name in self.STUDY_FIGURES]
 
     def all_targets(self) -> list[str]:
@@ -240,13 +273,41 @@ class Study:
 
     # -- consistency -----------------------------------------------------------------------------
 
+    def _check_names(self) -> None:
+        """Every dataset, architecture and prior the config names must be registered."""
+        c = self.config
+        registered = {"dataset": list(DATASETS), "architecture": list(ARCHITECTURES), "prior": prior_names()}
+        named = {
+            "dataset": [("models.datasets", c["models"]["datasets"]), ("knn.datasets", c["knn"]["datasets"]),
+                        ("augmentation.datasets", c["augmentation"]["datasets"]),
+                        ("figures.datasets", c["figures"]["datasets"])],
+            "architecture": [("models.architectures", c["models"]["architectures"]),
+                             ("knn.architectures", c["knn"]["architectures"]),
+                             ("augmentation.exemplar_model.architecture",
+                              [c["augmentation"]["exemplar_model"]["architecture"]]),
+                             ("figures.architectures", c["figures"]["architectures"]),
+                             ("train_by_architecture", list(c["train_by_architecture"]))],
+            "prior": [("models.priors", c["models"]["priors"])],
+        }
+        for kind, places in named.items():
+            for where, names in places:
+                unknown = [n for n in names if n not in registered[kind]]
+                if unknown:
+                    raise ConfigError(f"{where}: {unknown} not a registered {kind}; registered: {registered[kind]}")
+        models = c["models"]
+        for d in models["datasets"]:
+            if not any(ARCHITECTURES[a].models(DATASETS[d]) for a in models["architectures"]):
+                raise ConfigError(f"models.datasets: no architecture of models.architectures {models['architectures']} "
+                                  f"models {d!r}; add one of {[a for a, s in ARCHITECTURES.items() if s.models(DATASETS[d])]}")
+        for a in models["architectures"]:
+            if not any(ARCHITECTURES[a].models(DATASETS[d]) for d in models["datasets"]):
+                raise ConfigError(f"models.architectures: {a!r} models none of models.datasets {models['datasets']}")
+
     def _check_references(self) -> None:
         """Every evaluation must point at models the study trains."""
-        trained = {run.key for run in self.all_runs}
+        trained = {run.key for run in self.runs}
         needed = [(f"augmentation of {d}", self.exemplar_model(d)) for d in self.config["augmentation"]["datasets"]]
         needed += [(f"figures of {d}", self.figure_model(d)) for d in self.config["figures"]["datasets"]]
-        if self.celeba_runs:
-            needed.append(("CelebA figures", self.figure_model(self.celeba_runs[0].dataset)))
         for what, run in needed:
             if run.key not in trained:
                 raise ConfigError(

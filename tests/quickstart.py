@@ -89,7 +89,7 @@ def check(workdir: Path) -> int:
     study = smoke_study(workdir)
     targets = study.all_targets()
     html = (workdir / REPORT).read_text()
-    datasets = {run.dataset for run in study.all_runs}
+    datasets = {run.dataset for run in study.runs}
     problems = report_problems(html, workdir, targets) + table_problems(workdir, targets, datasets)
     problems += rerun_problems(workdir)
     for line in problems:

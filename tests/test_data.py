@@ -87,6 +87,7 @@ def test_mnist_label_counts_match_the_published_facts():
 def test_idx_dataset_shapes_dtypes_and_ranges(idx_dataset):
     ds = idx_dataset
     assert ds.sizes() == {"train": 50_000, "val": 10_000, "test": 10_000}
+    assert tuple(ds.sizes().values()) == get_spec(ds.name).split_sizes
     assert ds.image_shape == (1, 28, 28)
     for split in ("train", "val", "test"):
         x, y = getattr(ds, split), getattr(ds, f"{split}_labels")
@@ -193,6 +194,7 @@ def area_downsample(image: np.ndarray, size: int = 28) -> np.ndarray:
 
 def test_omniglot_raw28_sizes_labels_and_provenance(omniglot):
     assert omniglot.sizes() == {"train": 23_000, "val": 1_345, "test": 8_115}
+    assert tuple(omniglot.sizes().values()) == get_spec("omniglot_raw28").split_sizes
     for split in ("train", "val", "test"):
         x, y = getattr(omniglot, split), getattr(omniglot, f"{split}_labels")
         assert x.shape == (len(y), 784) and x.dtype == np.float32

@@ -22,7 +22,8 @@ from evae.data.registry import DatasetSpec, FileSpec, get_spec
 _LABEL_BYTES = np.random.default_rng(0).integers(0, 10, 60_000).astype(np.uint8).tobytes()
 CONTENT = b"\0\0\x08\x01" + (60_000).to_bytes(4, "big") + _LABEL_BYTES
 LABELS = FileSpec("labels-idx1-ubyte.gz", (), "md5", hashlib.md5(CONTENT).hexdigest(), size=60_008, gzip=True)
-TOY = DatasetSpec("toy", "toy-folder", (LABELS,), how_to_get="ask the toy maker", licence="none")
+TOY = DatasetSpec(name="toy", loader="unused:unused", image_shape=(1, 28, 28), binary=True, split_sizes=(1, 1, 1),
+                  folder="toy-folder", files=(LABELS,), how_to_get="ask the toy maker", licence="none")
 
 
 def place(root: Path, data: bytes, dataset: DatasetSpec = TOY, file: FileSpec = LABELS) -> Path:

@@ -42,7 +42,7 @@ def test_quickstart_commands_are_the_bash_lines_of_its_section():
 
 def test_the_smoke_study_makes_the_stand_in_colour_figures_without_a_mirror():
     study = smoke_study(REPO)
-    assert {run.dataset for run in study.celeba_runs} == {"celeba_standin"}
+    assert {run.dataset for run in study.runs if run.architecture == "convvae64"} == {"celeba_standin"}
     names = {target.rsplit("/", 1)[1] for target in study.all_targets()}
     assert {"exemplar_samples_celeba_standin.png", "unconditional_samples_celeba_standin.png", "celeba.csv"} <= names
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from evae.config import ConfigError
-from evae.study import Study, load_config
+from evae.study import Run, Study, load_config
 from tests.conftest import REPO
 
 
@@ -16,11 +16,12 @@ def load(name: str) -> dict:
     return yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
 
 
-def test_paper_study_trains_every_combination_with_five_seeds():
+def test_paper_study_trains_every_combination_its_architectures_model_with_five_seeds():
     study = Study(load("config"))
     assert study.profile == "paper"
-    assert len(study.runs) == 3 * 3 * 3 * 5
-    assert len(study.nll_targets()) == 135
+    assert len(study.runs) == (3 * 3 + 1) * 3 * 5  # binary datasets x 3 MLP/conv models, CelebA x convvae64
+    assert {r.architecture for r in study.runs if r.dataset == "celeba"} == {"convvae64"}
+    assert len(study.nll_targets()) == 150 and len(study.table_inputs("nll")) == 135
     assert len(study.knn_targets()) == 2 * 1 * 3 * 5  # mnist, fashion_mnist x vae x 3 priors x 5 seeds
     assert len(study.augmentation_targets()) == 2 * 2 * 2 * 5  # datasets x widths x {none, exemplar} x seeds
 
@@ -41,7 +42,7 @@ def test_each_profile_writes_under_its_own_root():
     assert (paper.run_dir(run), reduced.run_dir(run)) == (f"results/runs/{run.key}", f"results/reduced/runs/{run.key}")
     for study in (paper, reduced, smoke):
         others = [s.root for s in (paper, reduced, smoke) if s is not study and s.root != "results"]
-        paths = study.all_targets() + [study.run_dir(r) for r in study.all_runs] + study.nll_targets()
+        paths = study.all_targets() + [study.run_dir(r) for r in study.runs] + study.nll_targets()
         assert all(p.startswith(study.root + "/") and not any(p.startswith(o + "/") for o in others) for p in paths)
 
 
@@ -67,7 +68,7 @@ def test_evaluations_must_use_trained_models():
         Study(bad)
     bad = copy.deepcopy(config)
     bad["knn"]["architectures"] = ["hvae", "convhvae", "vae"]
-    bad["models"]["architectures"] = ["vae"]
+    bad["models"]["architectures"] = ["vae", "convvae64"]
     with pytest.raises(ConfigError, match=r"knn.architectures"):
         Study(bad)
 
@@ -96,28 +97,49 @@ def test_memory_requests_grow_with_the_data_and_the_model():
     mb = lambda d, a: study.train_mem_mb(study.train_config(d, a, "exemplar", 0))  # noqa: E731
     assert mb("mnist", "vae") < mb("mnist", "convhvae") < mb("celeba", "convvae64")
     smoke = Study(load("smoke"))
-    assert max(smoke.train_mem_mb(smoke.train_config(r.dataset, r.architecture, r.prior, r.seed)) for r in smoke.all_runs) < 4000
+    assert max(smoke.train_mem_mb(smoke.train_config(r.dataset, r.architecture, r.prior, r.seed)) for r in smoke.runs) < 4000
 
 
-def test_celeba_section_adds_its_runs_table_and_figures_and_can_be_switched_off():
+def test_a_colour_dataset_is_an_ordinary_dataset_of_the_study():
     config = load("smoke")
     study = Study(config)
-    assert [r.key for r in study.celeba_runs] == [f"celeba_standin/convvae64/{p}/seed0" for p in ("gaussian", "vampprior", "exemplar")]
-    assert "results/smoke/tables/celeba.csv" in study.all_targets()
-    assert "results/smoke/figures/exemplar_samples_celeba_standin.png" in study.all_targets()
-    off = Study({**config, "celeba": None})
-    assert off.celeba_runs == [] and not any("celeba" in t for t in off.all_targets())
+    colour = [r.key for r in study.runs if r.dataset == "celeba_standin"]
+    assert colour == [f"celeba_standin/convvae64/{p}/seed0" for p in ("gaussian", "vampprior", "exemplar")]
+    assert study.train_config("celeba_standin", "convvae64", "exemplar", 0).hidden == 8  # train_by_architecture
+    assert list(study.tables()) == ["nll", "knn", "augmentation", "celeba"] and study.tables()["celeba"] == "nll_bits"
+    assert study.table_inputs("celeba") == [study.eval_path(Run(*k.split("/")[:3], 0), "nll") for k in colour]
+    assert not any("celeba" in t for t in study.table_inputs("nll"))
+    figures = [t for t in study.all_targets() if "celeba_standin" in t]
+    assert figures == ["results/smoke/figures/exemplar_samples_celeba_standin.png",
+                       "results/smoke/figures/unconditional_samples_celeba_standin.png"]
+    off = copy.deepcopy(config)
+    off["models"]["datasets"], off["figures"]["datasets"] = ["mnist_subset"], ["mnist_subset"]
+    off["models"]["architectures"].remove("convvae64")
+    assert not any("celeba" in t for t in Study(off).all_targets()) and "celeba" not in Study(off).tables()
 
 
-def test_resource_estimates_know_every_dataset_and_its_split():
-    import json
+def test_a_dataset_no_listed_architecture_models_is_an_error():
+    config = load("smoke")
+    config["models"]["architectures"].remove("convvae64")
+    with pytest.raises(ConfigError, match=r"models.datasets: no architecture .* models 'celeba_standin'; add one of \['convvae64'\]"):
+        Study(config)
+    config = load("smoke")
+    config["figures"]["architectures"] = ["vae"]
+    with pytest.raises(ConfigError, match=r"figures of celeba_standin: none of figures.architectures"):
+        Study(config)
 
-    from evae.config import DATASETS
-    from evae.study import SPLIT_SIZES
 
-    assert set(SPLIT_SIZES) == set(DATASETS)
-    embedded = json.loads((REPO / "evae" / "data" / "embedded" / "mnist_subset.json").read_text())["sizes"]
-    assert SPLIT_SIZES["mnist_subset"] == (embedded["train"], embedded["val"], embedded["test"])
+@pytest.mark.parametrize(("section", "key", "name", "kind"), [
+    ("models", "datasets", "cifar", "dataset"),
+    ("models", "priors", "flow", "prior"),
+    ("knn", "architectures", "resnet", "architecture"),
+    ("figures", "datasets", "celebahq", "dataset"),
+])
+def test_unregistered_names_are_rejected_with_the_registered_ones(section, key, name, kind):
+    config = load("smoke")
+    config[section][key] = [*config[section][key], name]
+    with pytest.raises(ConfigError, match=rf"{section}.{key}: \['{name}'\] not a registered {kind}; registered: \["):
+        Study(config)
 
 
 def test_config_files_merge_key_by_key_as_snakemake_merges_them(tmp_path):

@@ -78,7 +78,7 @@ def test_stand_in_datasets_are_compared_with_the_paper_column_and_labelled(tmp_p
     table = compile_table("nll", write_results(tmp_path, "nll", results), REPORTED, "smoke")
     row = table.set_index(["dataset", "architecture", "prior"]).loc[("mnist", "hvae", "vampprior")]
     assert (row["data_used"], row["profile"], row["reported_mean"]) == ("mnist_subset", "smoke", -81.56)
-    markdown = to_markdown(table, "nll", "smoke")
+    markdown = to_markdown(table, "nll", "smoke", "SMOKE")
     assert "SMOKE" in markdown.splitlines()[0]
     line = next(line for line in markdown.splitlines() if "mnist_subset" in line)
     assert "SMOKE" in line and "-120.00" in line and "-81.56 +- 0.09" in line
@@ -93,7 +93,7 @@ def test_knn_rows_take_the_latent_error_at_the_chosen_k(tmp_path):
     row = table.set_index(["dataset", "architecture", "prior"]).loc[("mnist", "vae", "exemplar")]
     assert row["reproduced_mean"] == pytest.approx(1.15) and row["status"] == "within 2 sigma"
     assert row["profile"] == "reduced" and len(table) == 6
-    assert "REDUCED BUDGET" in to_markdown(table, "knn", "reduced").splitlines()[0]
+    assert "REDUCED BUDGET" in to_markdown(table, "knn", "reduced", "REDUCED BUDGET").splitlines()[0]
 
 
 def test_augmentation_rows_by_width_and_fashion_mnist_of_unknown_width(tmp_path):
@@ -111,3 +111,13 @@ def test_augmentation_rows_by_width_and_fashion_mnist_of_unknown_width(tmp_path)
     assert rows.loc[("mnist", "mlp_2x8192", "exemplar"), "status"] == "not run"
     fashion = rows.loc[("fashion_mnist", "mlp_2x1024", "exemplar")]
     assert fashion["reported_mean"] == 8.16 and "compared with width mlp_2x1024" in fashion["note"]
+
+
+def test_colour_datasets_get_a_bits_per_dimension_table_named_after_their_paper_column(tmp_path):
+    result = {"run": run_record("celeba_standin", "convvae64", "exemplar", 0), "nll": 5000.0,
+              "nll_bits_per_dim": 5000.0 / (3 * 64 * 64 * math.log(2)), "nll_stderr": 30.0, "samples": 100}
+    table = compile_table("nll_bits", write_results(tmp_path, "bits", [result]), REPORTED, "smoke", name="celeba")
+    row = table.set_index(["dataset", "architecture", "prior"]).loc[("celeba", "convvae64", "exemplar")]
+    assert row["reproduced_mean"] == pytest.approx(result["nll_bits_per_dim"]) and row["data_used"] == "celeba_standin"
+    assert row["status"] == "no reported value" and table["metric"].tolist() == ["test_nll_bits_per_dim"]
+    assert to_markdown(table, "celeba", "smoke", "SMOKE").startswith("# celeba table: reported vs reproduced (SMOKE)")

@@ -25,7 +25,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from evae.data.fetch import DatasetUnavailableError, cache_dir, fetch, mirror_dirs
-from evae.data.registry import get_spec
+from evae.data.datasets import ImageDataset, colour_dataset
+from evae.data.registry import DatasetSpec, get_spec
 from evae.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,20 @@ def _find_images(spec_name: str, names: list[str], expected: str | None, **kwarg
         + "\n".join(f"    - {line}" for line in looked)
         + f"\n  how to get it: {get_spec(spec_name).how_to_get}"
     )
+
+
+def load_celeba(spec: DatasetSpec, split_seed: int, **kwargs) -> ImageDataset:
+    """The registry's loader of ``celeba``: the official split."""
+    return _dataset(spec.name, *load_celeba_arrays(False, **kwargs))
+
+
+def load_celeba_sample(spec: DatasetSpec, split_seed: int, **kwargs) -> ImageDataset:
+    """The registry's loader of ``celeba_sample``: the first 32 images, split in file order."""
+    return _dataset(spec.name, *load_celeba_arrays(True, **kwargs))
+
+
+def _dataset(name: str, arrays: dict[str, np.ndarray], provenance: dict) -> ImageDataset:
+    return colour_dataset(name, arrays, {**provenance, "labels": "none (CelebA attributes are not used)"})
 
 
 def load_celeba_arrays(sample: bool = False, **kwargs) -> tuple[dict[str, np.ndarray], dict]:

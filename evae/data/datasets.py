@@ -25,17 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from evae.data.fetch import cache_dir, fetch
-from evae.data.registry import get_spec
+from evae.data.registry import DATASETS, DatasetSpec, get_spec
 from evae.io import atomic_path
 
 BINARIZE_SEED = 777
 SPLIT_SEED = 0
 EMBEDDED_NAME = "mnist_subset"
-# Datasets that stand in for one the paper uses, and what they are (figures name them so)
-STAND_INS = {
-    "celeba_standin": "synthetic faces, not CelebA",
-    "omniglot_raw28": "raw Omniglot, not the paper's chardata.mat",
-}
+# What each stand-in dataset is (figures name it); an alias of the registry's ``stand_in`` fields
+STAND_INS = {spec.name: spec.stand_in for spec in DATASETS.values() if spec.stand_in}
 
 
 @dataclass(frozen=True)
@@ -88,48 +85,26 @@ def load_dataset(
     split_seed: int = SPLIT_SEED,
     binarize_seed: int = BINARIZE_SEED,
 ) -> ImageDataset:
-    """Load ``name`` (mnist, fashion_mnist, omniglot, omniglot_raw28, mnist_subset, celeba, celeba_sample or
-    celeba_standin)."""
-    kwargs = dict(cache=cache, mirrors=mirrors, download=download)
-    if name in ("mnist", "fashion_mnist"):
-        ds = _load_idx_dataset(name, **kwargs)
-    elif name == "omniglot":
-        ds = _load_chardata(split_seed, **kwargs)
-    elif name == "omniglot_raw28":
-        ds = _load_omniglot_raw28(split_seed, **kwargs)
-    elif name == EMBEDDED_NAME:
-        ds = load_embedded_subset()
-    elif name in ("celeba", "celeba_sample"):
-        return _load_celeba(name == "celeba_sample", **kwargs)
-    elif name == "celeba_standin":
-        from evae.data.standin import standin_arrays
-
-        return _colour_dataset(name, *standin_arrays())
-    else:
-        raise KeyError(
-            f"unknown dataset {name!r}; known: mnist, fashion_mnist, omniglot, omniglot_raw28, {EMBEDDED_NAME}, "
-            "celeba, celeba_sample, celeba_standin"
+    """Load the registered dataset ``name`` (`evae.data.registry`) with its loader."""
+    spec = get_spec(name)
+    ds = spec.load_function()(spec, cache=cache, mirrors=mirrors, download=download, split_seed=split_seed)
+    if ds.image_shape != spec.image_shape or ds.binary != spec.binary:
+        raise ValueError(
+            f"dataset {name!r}: its loader {spec.loader} returned {ds.image_shape} images with binary={ds.binary}, "
+            f"the registry says {spec.image_shape} with binary={spec.binary}"
         )
+    if not ds.binary:
+        return ds
     ds.provenance["binarize"] = f"val/test binarised once: numpy default_rng([{binarize_seed}, 0|1]); train dynamic"
     return dataclasses.replace(ds, binarize_seed=binarize_seed)
 
 
-def _load_celeba(sample: bool, **kwargs) -> ImageDataset:
-    from evae.data.celeba import load_celeba_arrays
-
-    arrays, provenance = load_celeba_arrays(sample, **kwargs)
-    provenance = {**provenance, "labels": "none (CelebA attributes are not used)"}
-    return _colour_dataset("celeba_sample" if sample else "celeba", arrays, provenance)
-
-
-def _colour_dataset(name: str, arrays: dict[str, np.ndarray], provenance: dict) -> ImageDataset:
-    """3x64x64 uint8 images per split, without labels (all zero), as the CelebA model reads them."""
-    from evae.data.celeba import IMAGE_SHAPE
-
+def colour_dataset(name: str, arrays: dict[str, np.ndarray], provenance: dict) -> ImageDataset:
+    """3x64x64 uint8 images per split, without labels (all zero), as the colour model reads them."""
     no_labels = {split: np.zeros(len(a), dtype=np.int64) for split, a in arrays.items()}
     return ImageDataset(
         name=name,
-        image_shape=IMAGE_SHAPE,
+        image_shape=get_spec(name).image_shape,
         train=arrays["train"],
         train_labels=no_labels["train"],
         val=arrays["val"],
@@ -156,8 +131,8 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _load_idx_dataset(name: str, **kwargs) -> ImageDataset:
-    spec = get_spec(name)
+def load_idx(spec: DatasetSpec, split_seed: int, **kwargs) -> ImageDataset:
+    """MNIST-format idx files: the first 50,000 training images train, the last 10,000 validate."""
     paths = {f.name.split("-idx")[0]: fetch(spec, f, **kwargs) for f in spec.files}
     x_all = read_idx(paths["train-images"]).reshape(-1, 784)
     y_all = read_idx(paths["train-labels"]).astype(np.int64)
@@ -165,7 +140,7 @@ def _load_idx_dataset(name: str, **kwargs) -> ImageDataset:
     y_test = read_idx(paths["t10k-labels"]).astype(np.int64)
     gray = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
     return ImageDataset(
-        name=name,
+        name=spec.name,
         image_shape=(1, 28, 28),
         train=gray(x_all[:50_000]),
         train_labels=y_all[:50_000],
@@ -216,10 +191,10 @@ def _seeded_split(name: str, n: int, n_val: int, seed: int, cache) -> tuple[np.n
     return train_idx, val_idx, path
 
 
-def _load_chardata(split_seed: int, **kwargs) -> ImageDataset:
+def load_chardata(spec: DatasetSpec, split_seed: int, **kwargs) -> ImageDataset:
+    """The IWAE ``chardata.mat`` (the paper's Omniglot), its training pool split with ``split_seed``."""
     from scipy.io import loadmat
 
-    spec = get_spec("omniglot")
     mat = loadmat(fetch(spec, spec.files[0], **kwargs))
 
     def images(key: str) -> np.ndarray:
@@ -229,9 +204,9 @@ def _load_chardata(split_seed: int, **kwargs) -> ImageDataset:
 
     x_pool, y_pool = images("data"), mat["target"].argmax(axis=0).astype(np.int64)
     x_test, y_test = images("testdata"), mat["testtarget"].argmax(axis=0).astype(np.int64)
-    train_idx, val_idx, split_path = _seeded_split("omniglot", len(x_pool), 1_345, split_seed, kwargs["cache"])
+    train_idx, val_idx, split_path = _seeded_split(spec.name, len(x_pool), 1_345, split_seed, kwargs["cache"])
     return ImageDataset(
-        name="omniglot",
+        name=spec.name,
         image_shape=(1, 28, 28),
         train=x_pool[train_idx],
         train_labels=y_pool[train_idx],
@@ -258,8 +233,8 @@ def _ink_28(background: np.ndarray, chunk: int = 4096) -> np.ndarray:
     return torch.cat(small).reshape(-1, 784).numpy()
 
 
-def _load_omniglot_raw28(split_seed: int, **kwargs) -> ImageDataset:
-    spec = get_spec("omniglot_raw28")
+def load_omniglot_raw28(spec: DatasetSpec, split_seed: int, **kwargs) -> ImageDataset:
+    """The stand-in built from raw Omniglot drawings (see the provenance's ``split``)."""
     per_file = []
     for f in spec.files:
         with np.load(fetch(spec, f, **kwargs)) as z:
@@ -270,9 +245,9 @@ def _load_omniglot_raw28(split_seed: int, **kwargs) -> ImageDataset:
     char_of = np.repeat(chars[:, None], 20, axis=1)
     x_pool, y_pool = small[:, :15].reshape(-1, 784), char_of[:, :15].reshape(-1)
     x_test, y_test = small[:, 15:].reshape(-1, 784), char_of[:, 15:].reshape(-1)
-    train_idx, val_idx, split_path = _seeded_split("omniglot_raw28", len(x_pool), 1_345, split_seed, kwargs["cache"])
+    train_idx, val_idx, split_path = _seeded_split(spec.name, len(x_pool), 1_345, split_seed, kwargs["cache"])
     return ImageDataset(
-        name="omniglot_raw28",
+        name=spec.name,
         image_shape=(1, 28, 28),
         train=x_pool[train_idx],
         train_labels=y_pool[train_idx],
@@ -308,6 +283,11 @@ def embedded_content_digest(arrays: dict[str, np.ndarray]) -> str:
         h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def load_embedded(spec: DatasetSpec, **_) -> ImageDataset:
+    """The registry's loader of the embedded subset (no files to fetch)."""
+    return load_embedded_subset()
 
 
 def load_embedded_subset(root: Path | None = None) -> ImageDataset:

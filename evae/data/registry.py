@@ -1,4 +1,10 @@
-"""Every file the project reads: where it comes from, what its content must hash to, how big it is.
+"""The dataset registry: every dataset a study can name, defined once.
+
+A `DatasetSpec` says what a dataset is (its image shape, binary gray levels or colour levels, its
+split sizes, the paper column it is compared with), how it is loaded (``loader``) and, for datasets
+read from files, where each file comes from and what its content must hash to. The config's dataset
+choices, the pipeline's wildcards, the scheduler's size estimates and the tables' paper columns are
+all read from here.
 
 Checksums are of the *content*: for a ``.gz`` file, of the decompressed bytes, because the
 compressed bytes differ between mirrors that re-compress the same data.
@@ -6,7 +12,12 @@ compressed bytes differ between mirrors that re-compress the same data.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import Callable
+
+BINARY_28 = (1, 28, 28)
+COLOUR_64 = (3, 64, 64)
 
 
 @dataclass(frozen=True)
@@ -26,21 +37,62 @@ class FileSpec:
     gzip: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetSpec:
-    """A dataset: its files, the folder they sit in (in caches and mirrors), and how to get them."""
+    """A dataset a study can name.
+
+    ``loader`` is ``"module:function"``, imported when the dataset is loaded and called as
+    ``function(spec, cache=..., mirrors=..., download=..., split_seed=...)``; it returns an
+    `evae.data.ImageDataset`. ``binary`` datasets are gray levels in [0, 1], binarised for the
+    Bernoulli decoders; the others are uint8 colour levels. ``paper_dataset`` is the paper's column
+    the dataset's results are compared with (default: its own name); ``stand_in`` says what the data
+    are when they only stand in for the paper's (figures and tables name it).
+    """
 
     name: str
-    folder: str
-    files: tuple[FileSpec, ...]
-    how_to_get: str
-    licence: str
+    loader: str
+    image_shape: tuple[int, int, int]
+    binary: bool
+    split_sizes: tuple[int, int, int]  # train, validation, test images
+    folder: str = ""  # the folder of the files in the cache and in mirrors
+    files: tuple[FileSpec, ...] = ()
+    how_to_get: str = ""
+    licence: str = ""
+    paper_dataset: str | None = None
+    stand_in: str | None = None
+
+    @property
+    def paper_column(self) -> str:
+        """The paper's dataset this one is compared with."""
+        return self.paper_dataset or self.name
+
+    def load_function(self) -> Callable:
+        module, _, function = self.loader.partition(":")
+        return getattr(importlib.import_module(module), function)
 
     def file(self, name: str) -> FileSpec:
         for spec in self.files:
             if spec.name == name:
                 return spec
         raise KeyError(f"dataset {self.name!r} has no file {name!r}; it has {[f.name for f in self.files]}")
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add ``spec`` to the registry (a name can be registered once)."""
+    if spec.name in DATASETS and DATASETS[spec.name] != spec:
+        raise ValueError(f"dataset {spec.name!r} is already registered with another spec")
+    DATASETS[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}") from None
 
 
 def _idx_files(bases: tuple[str, ...], table: dict[str, tuple[str, int]]) -> tuple[FileSpec, ...]:
@@ -63,16 +115,13 @@ _MNIST_BASES = (
 )
 _FASHION_BASES = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com",)
 
-DATASETS: dict[str, DatasetSpec] = {}
-
-
-def _register(spec: DatasetSpec) -> None:
-    DATASETS[spec.name] = spec
-
-
-_register(
+register_dataset(
     DatasetSpec(
         name="mnist",
+        loader="evae.data.datasets:load_idx",
+        image_shape=BINARY_28,
+        binary=True,
+        split_sizes=(50_000, 10_000, 10_000),
         folder="mnist",
         files=_idx_files(
             _MNIST_BASES,
@@ -88,9 +137,13 @@ _register(
         licence="CC BY-SA 3.0 (Y. LeCun, C. Cortes, C. Burges)",
     )
 )
-_register(
+register_dataset(
     DatasetSpec(
         name="fashion_mnist",
+        loader="evae.data.datasets:load_idx",
+        image_shape=BINARY_28,
+        binary=True,
+        split_sizes=(50_000, 10_000, 10_000),
         folder="fashion-mnist",
         files=_idx_files(
             _FASHION_BASES,
@@ -107,9 +160,13 @@ _register(
         licence="MIT (Zalando Research)",
     )
 )
-_register(
+register_dataset(
     DatasetSpec(
         name="omniglot",
+        loader="evae.data.datasets:load_chardata",
+        image_shape=BINARY_28,
+        binary=True,
+        split_sizes=(23_000, 1_345, 8_070),
         folder="omniglot",
         files=(
             FileSpec(
@@ -126,9 +183,15 @@ _register(
         licence="MIT (B. Lake et al., Omniglot; IWAE preprocessing by Y. Burda)",
     )
 )
-_register(
+register_dataset(
     DatasetSpec(
         name="omniglot_raw28",
+        loader="evae.data.datasets:load_omniglot_raw28",
+        image_shape=BINARY_28,
+        binary=True,
+        split_sizes=(23_000, 1_345, 8_115),
+        paper_dataset="omniglot",
+        stand_in="raw Omniglot, not the paper's chardata.mat",
         folder="omniglot-raw",
         files=(
             FileSpec(
@@ -150,9 +213,13 @@ _register(
         licence="MIT (B. Lake et al.)",
     )
 )
-_register(
+register_dataset(
     DatasetSpec(
         name="celeba",
+        loader="evae.data.celeba:load_celeba",
+        image_shape=COLOUR_64,
+        binary=False,
+        split_sizes=(162_770, 19_867, 19_962),
         folder="celeba",
         files=(
             FileSpec(
@@ -176,9 +243,13 @@ _register(
     )
 )
 
-_register(
+register_dataset(
     DatasetSpec(
         name="celeba_sample",
+        loader="evae.data.celeba:load_celeba_sample",
+        image_shape=COLOUR_64,
+        binary=False,
+        split_sizes=(24, 4, 4),
         folder="celeba-sample",
         files=(
             FileSpec(
@@ -191,11 +262,31 @@ _register(
         how_to_get="the first 32 aligned CelebA images (img_align_celeba/000001.jpg .. 000032.jpg, extracted from "
         "img_align_celeba.zip) and list_eval_partition.txt, in the folder 'celeba-sample/' of a mirror",
         licence="CelebA: non-commercial research use only (see the dataset's agreement)",
+        paper_dataset="celeba",
     )
 )
-
-def get_spec(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}") from None
+register_dataset(
+    DatasetSpec(
+        name="mnist_subset",
+        loader="evae.data.datasets:load_embedded",
+        image_shape=BINARY_28,
+        binary=True,
+        split_sizes=(3_000, 1_000, 1_000),
+        how_to_get="shipped inside the package (evae/data/embedded/); nothing to get",
+        licence="CC BY-SA 3.0 (Y. LeCun, C. Cortes, C. Burges)",
+        paper_dataset="mnist",
+    )
+)
+register_dataset(
+    DatasetSpec(
+        name="celeba_standin",
+        loader="evae.data.standin:load_standin",
+        image_shape=COLOUR_64,
+        binary=False,
+        split_sizes=(48, 8, 8),
+        how_to_get="made by the package (evae/data/standin.py) from a fixed seed; nothing to get",
+        licence="MIT (this project)",
+        paper_dataset="celeba",
+        stand_in="synthetic faces, not CelebA",
+    )
+)

@@ -5,7 +5,11 @@ the difference (reproduced - reported), a status and the provenance that says ho
 Status is "within 2 sigma" when |difference| <= 2 sqrt(std_reported^2 + std_reproduced^2)
 (std over seeds; with one seed, that run's own standard error where it has one), "off" otherwise,
 and "not run" for rows the study did not reproduce. Rows of a smoke or reduced-budget study say so
-in the ``profile`` column, and the Markdown rendering says so in its title and in every row.
+in the ``profile`` column, and the Markdown rendering says so, with the profile's label, in its title
+and in every row. Stand-in datasets are compared with the paper column the dataset registry names.
+
+Kinds of table: ``nll`` (test log-likelihood in nats), ``knn``, ``augmentation`` (the paper's three)
+and ``nll_bits`` (test NLL in bits per dimension, for colour datasets).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evae.study import KIND, PAPER_DATASET
+from evae.data.registry import get_spec
 
 COLUMNS = [
     "dataset", "architecture", "prior", "metric", "reported_mean", "reported_std", "reproduced_mean",
@@ -25,6 +29,10 @@ COLUMNS = [
     "importance_samples", "exemplar_training", "config_hash", "note",
 ]
 KEY = ["dataset", "architecture", "prior"]
+
+
+def paper_column(dataset: str) -> str:
+    return get_spec(dataset).paper_column
 
 
 def load_reported(path: str | Path, table: str) -> pd.DataFrame:
@@ -36,7 +44,7 @@ def load_reported(path: str | Path, table: str) -> pd.DataFrame:
 
 def records(kind: str, paths: list[str | Path]) -> pd.DataFrame:
     """One row per result JSON: the table key, the seed, the value in the paper's metric, provenance."""
-    extract = {"nll": _nll_record, "knn": _knn_record, "augmentation": _augmentation_record, "celeba": _bits_record}[kind]
+    extract = {"nll": _nll_record, "knn": _knn_record, "augmentation": _augmentation_record, "nll_bits": _bits_record}[kind]
     rows = [extract(json.loads(Path(p).read_text())) for p in paths]
     return pd.DataFrame(
         rows, columns=[*KEY, "data_used", "seed", "value", "sem", "epochs", "samples", "exemplar_training", "config_hash"]
@@ -57,7 +65,7 @@ def _run_key(run: dict) -> dict:
     """Key and provenance of the trained run an evaluation JSON names (its ``run`` record)."""
     cfg = run["config"]
     return {
-        "dataset": PAPER_DATASET.get(cfg["dataset"], cfg["dataset"]),
+        "dataset": paper_column(cfg["dataset"]),
         "architecture": cfg["architecture"],
         "prior": cfg["prior"],
         "data_used": cfg["dataset"],
@@ -74,7 +82,7 @@ def _nll_record(result: dict) -> dict:
 
 
 def _bits_record(result: dict) -> dict:
-    """CelebA: NLL in bits per dimension (the paper reports none, so nothing is negated)."""
+    """Colour datasets: NLL in bits per dimension (the paper reports none, so nothing is negated)."""
     dims = result["nll"] / result["nll_bits_per_dim"]
     return {**_run_key(result["run"]), "value": result["nll_bits_per_dim"], "sem": result["nll_stderr"] / dims,
             "samples": result["samples"]}
@@ -87,7 +95,7 @@ def _knn_record(result: dict) -> dict:
 def _augmentation_record(result: dict) -> dict:
     run = result["run"]
     return {
-        "dataset": PAPER_DATASET.get(result["dataset"], result["dataset"]),
+        "dataset": paper_column(result["dataset"]),
         "architecture": f"mlp_2x{result['classifier']['hidden']}",
         "prior": "none" if result["augmentation"] is None else "exemplar",
         "data_used": result["dataset"],
@@ -105,13 +113,16 @@ _METRIC = {
     "nll": "test_log_likelihood_nats",
     "knn": "knn_test_error_percent",
     "augmentation": "test_error_percent",
-    "celeba": "test_nll_bits_per_dim",
+    "nll_bits": "test_nll_bits_per_dim",
 }
 
 
-def compile_table(kind: str, result_paths: list[str | Path], reported_path: str | Path, profile: str) -> pd.DataFrame:
-    """Every reported row of table ``kind`` plus every reproduced one, matched on (dataset, arch, prior)."""
-    reported = load_reported(reported_path, kind)
+def compile_table(
+    kind: str, result_paths: list[str | Path], reported_path: str | Path, profile: str, name: str | None = None
+) -> pd.DataFrame:
+    """Every reported row of table ``name`` (default: ``kind``) plus every reproduced one, matched on
+    (dataset, arch, prior)."""
+    reported = load_reported(reported_path, name or kind)
     runs = records(kind, result_paths)
     reproduced = [_summarise(group) for _, group in runs.groupby(KEY, sort=False)] if len(runs) else []
     rep = pd.DataFrame(reproduced, columns=[*KEY, "reproduced_mean", "reproduced_std", "n_seeds", "sigma_run",
@@ -175,13 +186,14 @@ def _match_unknown_widths(reported: pd.DataFrame, reproduced: pd.DataFrame) -> p
     return pd.DataFrame(rows, columns=reported.columns)
 
 
-def to_markdown(table: pd.DataFrame, kind: str, profile: str) -> str:
-    """A Markdown rendering; rows not made with the paper's protocol are marked in the title and each row."""
-    title = f"# {kind} table: reported vs reproduced ({KIND[profile]})"
+def to_markdown(table: pd.DataFrame, name: str, profile: str, label: str) -> str:
+    """A Markdown rendering of table ``name``; rows not made with the paper's protocol are marked with the
+    profile's ``label`` in the title and each row."""
+    title = f"# {name} table: reported vs reproduced ({label})"
     lines = [title, ""]
     if profile != "paper":
         lines += [
-            f"**{KIND[profile]} run: the reproduced numbers come from a {profile} study (see `profile`, "
+            f"**{label} run: the reproduced numbers come from a {profile} study (see `profile`, "
             "`data_used`, `epochs_trained`) and are not comparable with the paper's.**",
             "",
         ]
@@ -190,7 +202,7 @@ def to_markdown(table: pd.DataFrame, kind: str, profile: str) -> str:
     shown["reproduced"] = [_pm(m, s) for m, s in zip(shown["reproduced_mean"], shown["reproduced_std"])]
     shown["difference"] = [("" if pd.isna(d) else f"{d:+.2f}") for d in shown["difference"]]
     shown["n_seeds"] = [("" if pd.isna(n) else str(int(n))) for n in shown["n_seeds"]]
-    shown["profile"] = [KIND.get(p, "") for p in shown["profile"]]
+    shown["profile"] = [label if p == profile else "" for p in shown["profile"]]
     cols = ["dataset", "architecture", "prior", "reported", "reproduced", "n_seeds", "difference", "status",
             "profile", "data_used", "epochs_trained", "importance_samples", "exemplar_training", "config_hash", "note"]
     lines.append("| " + " | ".join(cols) + " |")

@@ -9,7 +9,7 @@ rule prepare_data:
         f"{ROOT}/benchmarks/data/{{dataset}}.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wildcards: 6000 if wildcards.dataset == "celeba" else 2000,
+        mem_mb=lambda wildcards: STUDY.data_mem_mb(wildcards.dataset),
         runtime=30,
     conda:
         ENV

@@ -25,7 +25,7 @@ rule model_figure:
         f"{ROOT}/benchmarks/figures/{{figure}}_{{dataset}}.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wildcards: 4000 if "celeba" in wildcards.dataset else 2500,
+        mem_mb=lambda wildcards: STUDY.figure_mem_mb(wildcards.dataset),
         runtime=60,
     conda:
         ENV
@@ -53,7 +53,7 @@ rule unconditional_samples:
         f"{ROOT}/benchmarks/figures/unconditional_samples_{{dataset}}.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wildcards: 4000 if "celeba" in wildcards.dataset else 2500,
+        mem_mb=lambda wildcards: STUDY.figure_mem_mb(wildcards.dataset),
         runtime=10,
     conda:
         ENV
@@ -64,7 +64,7 @@ rule unconditional_samples:
 rule training_curves:
     """Validation negative ELBO against epoch for every run of the study."""
     input:
-        runs=kept([f"{STUDY.run_dir(run)}/summary.json" for run in STUDY.all_runs]),
+        runs=kept([f"{STUDY.run_dir(run)}/summary.json" for run in STUDY.runs]),
     output:
         report(f"{ROOT}/figures/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
     params:

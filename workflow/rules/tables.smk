@@ -1,15 +1,10 @@
-TABLE_INPUTS = {
-    "nll": STUDY.nll_targets(),
-    "knn": STUDY.knn_targets(),
-    "augmentation": STUDY.augmentation_targets(),
-    "celeba": STUDY.celeba_nll_targets(),
-}
+TABLES = STUDY.tables()  # name -> kind
 
 
 rule table:
     """Reported-vs-reproduced table: one row per (dataset, architecture, prior), CSV and Markdown."""
     input:
-        results=lambda wildcards: kept(TABLE_INPUTS[wildcards.table]),
+        results=lambda wildcards: kept(STUDY.table_inputs(wildcards.table)),
         reported=kept(REPORTED),
     output:
         csv=report(
@@ -20,9 +15,12 @@ rule table:
         ),
         md=f"{ROOT}/tables/{{table}}.md",
     params:
+        kind=lambda wildcards: TABLES[wildcards.table],
         profile=PROFILE,
+        label=STUDY.label,
+        stand_ins=STUDY.stand_ins(),
     wildcard_constraints:
-        table="nll|knn|augmentation|celeba",
+        table="|".join(TABLES),
     log:
         f"logs/{PROFILE}/tables/{{table}}.log",
     benchmark:

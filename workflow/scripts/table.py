@@ -5,7 +5,7 @@ from evae.pipeline_job import pipeline_job
 from evae.report.tables import compile_table, to_markdown
 
 with pipeline_job(snakemake):  # noqa: F821 (injected by Snakemake)
-    kind, profile = snakemake.wildcards.table, snakemake.params.profile  # noqa: F821
-    table = compile_table(kind, list(snakemake.input.results), snakemake.input.reported, profile)  # noqa: F821
+    name, p = snakemake.wildcards.table, snakemake.params  # noqa: F821
+    table = compile_table(p.kind, list(snakemake.input.results), snakemake.input.reported, p.profile, name)  # noqa: F821
     write_text(snakemake.output.csv, table.to_csv(index=False))  # noqa: F821
-    write_text(snakemake.output.md, to_markdown(table, kind, profile))  # noqa: F821
+    write_text(snakemake.output.md, to_markdown(table, name, p.profile, p.label))  # noqa: F821
