@@ -88,11 +88,15 @@ class Study:
             for a in models["architectures"]
             if ARCHITECTURES[a].models(DATASETS[d])
             for p in models["priors"]
-            for s in config["seeds"]
+            for s in self.seeds(a)
         ]
         by_arch = config["train_by_architecture"]
         self._configs = {run.key: self._build_train_config(run, by_arch.get(run.architecture, {})) for run in self.runs}
         self._check_references()
+
+    def seeds(self, architecture: str) -> list[int]:
+        """The training seeds of ``architecture``'s runs: ``seeds_by_architecture`` where it names it, else ``seeds``."""
+        return self.config.get("seeds_by_architecture", {}).get(architecture, self.config["seeds"])
 
     # -- training --------------------------------------------------------------------------------
 
@@ -286,7 +290,8 @@ class Study:
                              ("augmentation.exemplar_model.architecture",
                               [c["augmentation"]["exemplar_model"]["architecture"]]),
                              ("figures.architectures", c["figures"]["architectures"]),
-                             ("train_by_architecture", list(c["train_by_architecture"]))],
+                             ("train_by_architecture", list(c["train_by_architecture"])),
+                             ("seeds_by_architecture", list(c.get("seeds_by_architecture", {})))],
             "prior": [("models.priors", c["models"]["priors"])],
         }
         for kind, places in named.items():

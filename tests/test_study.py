@@ -19,9 +19,9 @@ def load(name: str) -> dict:
 def test_paper_study_trains_every_combination_its_architectures_model_with_five_seeds():
     study = Study(load("config"))
     assert study.profile == "paper"
-    assert len(study.runs) == (3 * 3 + 1) * 3 * 5  # binary datasets x 3 MLP/conv models, CelebA x convvae64
-    assert {r.architecture for r in study.runs if r.dataset == "celeba"} == {"convvae64"}
-    assert len(study.nll_targets()) == 150 and len(study.table_inputs("nll")) == 135
+    assert len(study.runs) == 3 * 3 * 3 * 5 + 3  # binary datasets x 3 MLP/conv models x 5 seeds; CelebA: 1 seed
+    assert {(r.architecture, r.seed) for r in study.runs if r.dataset == "celeba"} == {("convvae64", 0)}
+    assert len(study.nll_targets()) == 138 and len(study.table_inputs("nll")) == 135
     assert len(study.knn_targets()) == 2 * 1 * 3 * 5  # mnist, fashion_mnist x vae x 3 priors x 5 seeds
     assert len(study.augmentation_targets()) == 2 * 2 * 2 * 5  # datasets x widths x {none, exemplar} x seeds
 
@@ -126,6 +126,17 @@ def test_a_dataset_no_listed_architecture_models_is_an_error():
     config = load("smoke")
     config["figures"]["architectures"] = ["vae"]
     with pytest.raises(ConfigError, match=r"figures of celeba_standin: none of figures.architectures"):
+        Study(config)
+
+
+def test_seeds_by_architecture_overrides_the_seeds_of_that_architecture_only():
+    config = load("smoke")
+    config["seeds"], config["seeds_by_architecture"] = [0, 1], {"convvae64": [0, 3]}
+    study = Study(config)
+    assert {r.seed for r in study.runs if r.architecture == "convvae64"} == {0, 3}
+    assert {r.seed for r in study.runs if r.architecture == "vae"} == {0, 1}
+    config["seeds_by_architecture"] = {"resnet": [0]}
+    with pytest.raises(ConfigError, match=r"seeds_by_architecture: \['resnet'\] not a registered architecture"):
         Study(config)
 
 

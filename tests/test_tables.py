@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
 import pytest
 
+from evae import checksums
 from evae.report.tables import compile_table, to_markdown
 from tests.conftest import REPO
 
@@ -18,7 +18,7 @@ def write_results(tmp_path, kind, results):
     paths = []
     for i, r in enumerate(results):
         path = tmp_path / f"{kind}{i}.json"
-        path.write_text(json.dumps(r))
+        checksums.write_json(path, r)  # as the evaluations write them: recorded in the folder's checksums
         paths.append(path)
     return paths
 
@@ -121,3 +121,10 @@ def test_colour_datasets_get_a_bits_per_dimension_table_named_after_their_paper_
     assert row["reproduced_mean"] == pytest.approx(result["nll_bits_per_dim"]) and row["data_used"] == "celeba_standin"
     assert row["status"] == "no reported value" and table["metric"].tolist() == ["test_nll_bits_per_dim"]
     assert to_markdown(table, "celeba", "smoke", "SMOKE").startswith("# celeba table: reported vs reproduced (SMOKE)")
+
+
+def test_a_damaged_result_is_refused_and_no_table_is_compiled(tmp_path):
+    paths = write_results(tmp_path, "nll", [nll_result("mnist", "vae", "gaussian", 0, 89.0)])
+    paths[0].write_text(paths[0].read_text().replace("89.0", "79.0"))
+    with pytest.raises(checksums.DamagedFileError, match=rf"{paths[0]} is damaged"):
+        compile_table("nll", paths, REPORTED, "paper")

@@ -14,7 +14,6 @@ and ``nll_bits`` (test NLL in bits per dimension, for colour datasets).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from evae.data.registry import get_spec
+from evae.runs import read_result
 
 COLUMNS = [
     "dataset", "architecture", "prior", "metric", "reported_mean", "reported_std", "reproduced_mean",
@@ -45,7 +45,7 @@ def load_reported(path: str | Path, table: str) -> pd.DataFrame:
 def records(kind: str, paths: list[str | Path]) -> pd.DataFrame:
     """One row per result JSON: the table key, the seed, the value in the paper's metric, provenance."""
     extract = {"nll": _nll_record, "knn": _knn_record, "augmentation": _augmentation_record, "nll_bits": _bits_record}[kind]
-    rows = [extract(json.loads(Path(p).read_text())) for p in paths]
+    rows = [extract(read_result(p)) for p in paths]  # each checked against its folder's checksum record
     return pd.DataFrame(
         rows, columns=[*KEY, "data_used", "seed", "value", "sem", "epochs", "samples", "exemplar_training", "config_hash"]
     )
