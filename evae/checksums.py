@@ -274,9 +274,9 @@ def _utc(entry: dict) -> dict:
 
 
 def _difference(found: dict, entry: dict) -> str:
-    written = "recorded after the fact" if entry["recorded"] == AFTER_THE_FACT else "written"
+    when = "recorded after the fact" if entry["recorded"] == AFTER_THE_FACT else "recorded when it was written"
     entry = entry if "sha256" in entry else entry["pending"]
     if found["bytes"] < entry["bytes"]:
-        return f"it is truncated: {found['bytes']} bytes where {entry['bytes']} were {written}"
+        return f"it is truncated: {found['bytes']} bytes where {entry['bytes']} were {when}"
     return (f"its SHA-256 is {found['sha256'][:16]}... ({found['bytes']} bytes), but {entry['sha256'][:16]}... "
-            f"({entry['bytes']} bytes) was recorded when it was {written}; it has changed since")
+            f"({entry['bytes']} bytes) was {when}; it has changed since")

@@ -42,7 +42,7 @@ def test_a_damaged_file_is_named_with_what_was_recorded_and_found(tmp_path, dama
         match = r"r\.json is damaged: its SHA-256 is .* was recorded when it was written; it has changed since"
     elif damage == "truncate":
         path.write_bytes(data[: len(data) // 2])
-        match = rf"r\.json is damaged: it is truncated: {len(data) // 2} bytes where {len(data)} were written"
+        match = rf"r\.json is damaged: it is truncated: {len(data) // 2} bytes where {len(data)} were recorded when it was written"
     elif damage == "delete":
         path.unlink()
         match = r"r\.json is missing: .*checksums\.json records it"
