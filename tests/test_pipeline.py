@@ -124,3 +124,21 @@ def _epochs_done(run_dir: Path) -> int:
         return len(pd.read_csv(run_dir / "metrics.csv"))
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return 0
+
+
+@pytest.mark.slow
+def test_a_damaged_run_file_fails_its_job_with_the_paragraph_in_the_log(tmp_path):
+    workdir = make_workdir(tmp_path)
+    run = "results/smoke/runs/mnist_subset/vae/gaussian/seed0"
+    smoke = ["--cores", "1", "--configfile", "config/smoke.yaml"]
+    snakemake(workdir, f"{run}/summary.json", *smoke)
+    best = workdir / run / "best.pt"
+    data = bytearray(best.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    best.write_bytes(bytes(data))
+    target = "results/smoke/eval/mnist_subset/vae/gaussian/seed0/knn.json"
+    proc = snakemake(workdir, target, *smoke, check=False)
+    assert proc.returncode != 0
+    log = (workdir / "logs/smoke/knn/mnist_subset/vae/gaussian/seed0.log").read_text()
+    assert f"{run}/best.pt is damaged" in log and "Traceback" not in log, log
+    assert not (workdir / target).exists()
