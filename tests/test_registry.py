@@ -4,6 +4,7 @@ prior or dataset needs nothing but a registration (the README's "Where a new ...
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 
 import numpy as np
@@ -17,7 +18,7 @@ from evae.data import ImageDataset, load_dataset
 from evae.data import registry as data_registry
 from evae.data.registry import BINARY_28, DatasetSpec, register_dataset
 from evae.distributions import log_standard_normal
-from evae.models.registry import ARCHITECTURES
+from evae.models.registry import ARCHITECTURES, get_architecture
 from evae.priors import Prior, prior_names, register_prior
 from evae.study import KIND, Study, wildcard_constraints
 from evae.train.trainer import train
@@ -180,3 +181,12 @@ def test_a_registered_dataset_loads_trains_and_enters_a_study(registries, tmp_pa
     assert "results/smoke/figures/tsne_toy_strokes.png" in study.all_targets()
     cfg = study.train_config("toy_strokes", "vae", "exemplar", 0)
     assert study.train_runtime_minutes(cfg) >= 10 and study.train_mem_mb(cfg) > 1000
+
+
+def test_a_name_is_registered_once_and_an_unknown_one_lists_the_known(registries):
+    spec = DATASETS["mnist_subset"]
+    assert register_dataset(spec) is spec  # the same spec again is harmless
+    with pytest.raises(ValueError, match="dataset 'mnist_subset' is already registered with another spec"):
+        register_dataset(dataclasses.replace(spec, split_sizes=(1, 1, 1)))
+    with pytest.raises(KeyError, match=r"unknown architecture 'resnet'; known architectures: \['convhvae', "):
+        get_architecture("resnet")

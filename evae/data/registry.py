@@ -16,6 +16,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
+from evae.registry import Registry
+
 BINARY_28 = (1, 28, 28)
 COLOUR_64 = (3, 64, 64)
 
@@ -77,22 +79,9 @@ class DatasetSpec:
         raise KeyError(f"dataset {self.name!r} has no file {name!r}; it has {[f.name for f in self.files]}")
 
 
-DATASETS: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """Add ``spec`` to the registry (a name can be registered once)."""
-    if spec.name in DATASETS and DATASETS[spec.name] != spec:
-        raise ValueError(f"dataset {spec.name!r} is already registered with another spec")
-    DATASETS[spec.name] = spec
-    return spec
-
-
-def get_spec(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}") from None
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+register_dataset = DATASETS.register
+get_spec = DATASETS.spec
 
 
 def _idx_files(bases: tuple[str, ...], table: dict[str, tuple[str, int]]) -> tuple[FileSpec, ...]:

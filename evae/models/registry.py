@@ -15,6 +15,7 @@ from evae.models.base import LatentVariableModel
 from evae.models.celeba import ConvVAE64
 from evae.models.hvae import HVAE, ConvHVAE
 from evae.models.vae import VAE
+from evae.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,22 +45,9 @@ class ArchitectureSpec:
         return hidden / self.cost_width if self.cost_width else 1.0
 
 
-ARCHITECTURES: dict[str, ArchitectureSpec] = {}
-
-
-def register_architecture(spec: ArchitectureSpec) -> ArchitectureSpec:
-    """Add ``spec`` to the registry (a name can be registered once)."""
-    if spec.name in ARCHITECTURES and ARCHITECTURES[spec.name] != spec:
-        raise ValueError(f"architecture {spec.name!r} is already registered with another spec")
-    ARCHITECTURES[spec.name] = spec
-    return spec
-
-
-def get_architecture(name: str) -> ArchitectureSpec:
-    try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        raise KeyError(f"unknown architecture {name!r}; known architectures: {sorted(ARCHITECTURES)}") from None
+ARCHITECTURES: Registry[ArchitectureSpec] = Registry("architecture")
+register_architecture = ARCHITECTURES.register
+get_architecture = ARCHITECTURES.spec
 
 
 _BINARY = dict(image_shape=BINARY_28, binary=True)
