@@ -230,6 +230,18 @@ def record_existing(folder: str | os.PathLike) -> dict[str, list[str]]:
     return done
 
 
+def record_tree(tops) -> Iterator[tuple[Path, dict[str, list[str]]]]:
+    """``record_existing`` on every folder at or below each of ``tops`` that holds files (hidden folders and
+    files skipped); yields each folder with what was recorded and verified."""
+    for top in map(Path, tops):
+        if not top.is_dir():
+            raise FileNotFoundError(f"{top} is not a folder")
+        for folder in sorted({Path(d) for d, _, files in os.walk(top)
+                              if any(not f.startswith(".") and f != RECORD for f in files)}):
+            if not any(part.startswith(".") for part in folder.relative_to(top).parts):
+                yield folder, record_existing(folder)
+
+
 # --- the record itself -------------------------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 import yaml
@@ -24,27 +23,12 @@ def _config(args) -> TrainConfig:
 
 
 def cmd_record_checksums(args) -> None:
-    from pathlib import Path
+    from evae.checksums import RECORD, record_tree
 
-    from evae.checksums import RECORD, record_existing
-
-    for top in args.dirs:
-        if not Path(top).is_dir():
-            raise FileNotFoundError(f"{top} is not a folder")
-        for folder in sorted({Path(d) for d, _, files in os.walk(top) if _records(files)}):
-            if any(part.startswith(".") for part in folder.relative_to(top).parts):
-                continue
-            done = record_existing(folder)
-            print(f"{folder / RECORD}: {len(done['recorded'])} recorded after the fact"
-                  + (f" ({', '.join(done['recorded'])})" if done["recorded"] else "")
-                  + f", {len(done['verified'])} already recorded and verified")
-
-
-def _records(files: list[str]) -> bool:
-    """Whether a folder holds files to record (anything but hidden files and the record itself)."""
-    from evae.checksums import RECORD
-
-    return any(not f.startswith(".") and f != RECORD for f in files)
+    for folder, done in record_tree(args.dirs):
+        print(f"{folder / RECORD}: {len(done['recorded'])} recorded after the fact"
+              + (f" ({', '.join(done['recorded'])})" if done["recorded"] else "")
+              + f", {len(done['verified'])} already recorded and verified")
 
 
 def cmd_train(args) -> None:

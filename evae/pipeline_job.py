@@ -46,9 +46,3 @@ def pipeline_job(smk: Any) -> Iterator[None]:
         if log_path:
             stream.close()
 
-
-def figure_budget(profile: str) -> str | None:
-    """The label figure titles carry for a study of ``profile`` (e.g. "REDUCED BUDGET"); None for the paper's."""
-    from evae.study import KIND
-
-    return None if profile == "paper" else KIND[profile]

@@ -33,6 +33,11 @@ RESULTS = "results"
 KIND = {"paper": "paper protocol", "reduced": "REDUCED BUDGET", "smoke": "SMOKE"}
 
 
+def figure_label(profile: str) -> str | None:
+    """The label figure titles carry for a study of ``profile`` (e.g. "REDUCED BUDGET"); None for the paper's."""
+    return None if profile == "paper" else KIND[profile]
+
+
 def results_root(profile: str) -> str:
     """Where a profile's runs, evaluations, tables, figures and job benchmarks go."""
     return RESULTS if profile == "paper" else f"{RESULTS}/{profile}"
