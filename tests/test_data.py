@@ -169,6 +169,14 @@ def test_dynamic_binarisation_draws_afresh_unless_seeded():
     assert torch.equal(dynamic_binarize(gray, replay), a) and torch.equal(dynamic_binarize(gray, replay), b)
 
 
+def test_dynamic_binarisation_is_torch_bernoulli_draw_for_draw():
+    # the fast form keeps the random stream of torch.bernoulli, so runs trained before it replay exactly
+    gray = torch.from_numpy(load_embedded_subset().train[:500])
+    ours, reference = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    for _ in range(3):
+        assert torch.equal(dynamic_binarize(gray, ours), torch.bernoulli(gray, generator=reference))
+
+
 # --- Omniglot stand-in ----------------------------------------------------------------------------
 
 

@@ -19,8 +19,9 @@ from torch import nn
 
 from baselines.gaussian import GaussianPrior
 from baselines.vampprior import VampPrior
+from evae.distributions import LOG_2PI
 from evae.priors.exemplar import ExemplarPrior
-from evae.priors.mixture import streaming_isotropic_mixture, uniform_mixture
+from evae.priors.mixture import isotropic_mixture_log_prob, uniform_mixture
 
 LATENT = 4
 
@@ -51,7 +52,14 @@ def exemplar_prior(n=12, d_in=6, mode="exact", subset=None, k=10, logvar=math.lo
     return prior
 
 
-# --- evaluation mode: all N, no LOO, float64 ------------------------------------------------------
+# --- evaluation mode: all N, no LOO, float64 ---------------------------------------------------------
+
+
+def float64_log_mixture(z, means, logvar):
+    """Brute-force reference: log (1/N) sum_n N(z_b; means_n, exp(logvar) I) in float64, one logsumexp."""
+    d2 = torch.cdist(z.double(), means.double()).pow(2)
+    d = z.shape[1]
+    return torch.logsumexp(-0.5 * d2 / math.exp(logvar), 1) - 0.5 * d * (LOG_2PI + logvar) - math.log(len(means))
 
 
 def test_evaluation_mode_equals_scipy_mixture_over_all_exemplars():
@@ -65,10 +73,26 @@ def test_evaluation_mode_equals_scipy_mixture_over_all_exemplars():
     assert got.dtype == torch.float64
     ref = reference_log_mixture(z, means, variance=math.exp(prior.logvar.item()))  # float32 log(0.5), exactly
     np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-9)
-    # chunked streaming gives the same as one block
-    np.testing.assert_allclose(
-        streaming_isotropic_mixture(z, prior.cached_means, prior.logvar.detach(), chunk=7).numpy(), ref, rtol=0, atol=1e-9
-    )
+    # tiles of 2 rows x 7 means (the last one short) give the same as one tile
+    tiled = isotropic_mixture_log_prob(z, prior.cached_means, prior.logvar.item(), rows=2, cols=7)
+    np.testing.assert_allclose(tiled.numpy(), ref, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("nearest_tile", ["first", "last"])
+def test_evaluation_mixture_matches_a_float64_brute_force_on_a_trained_model_like_scene(nearest_tile):
+    """40 dimensions, 10 clusters with exemplars ~6 from the centre and s^2 = 0.17, as on the trained MNIST
+    exemplar VAE; with the nearest means in the last tile every row's running maximum rises, and the online
+    log-sum-exp must rescale its sum."""
+    g = torch.Generator().manual_seed(0)
+    centres = 0.8 * torch.randn(10, 40, generator=g)
+    means = centres[torch.randint(10, (3000,), generator=g)] + 0.7 * torch.randn(3000, 40, generator=g)
+    z = means[:200] + 0.3 * torch.randn(200, 40, generator=g)
+    order = torch.argsort(torch.cdist(z[:1], means)[0], descending=nearest_tile == "last")
+    means, logvar = means[order], math.log(0.17)
+    got = isotropic_mixture_log_prob(z, means, logvar, rows=64, cols=256)
+    ref = float64_log_mixture(z, means, logvar)
+    assert (got - ref).abs().max() <= 1e-9
+    assert ref.std() > 1  # the rows differ: not a constant that a wrong formula could hit
 
 
 def test_evaluation_mode_survives_where_float32_naive_sum_underflows():

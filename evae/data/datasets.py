@@ -72,8 +72,10 @@ def binarize_once(x: np.ndarray, seed: int, stream: int) -> np.ndarray:
 
 
 def dynamic_binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A fresh Bernoulli draw of a gray-level training batch (called once per minibatch)."""
-    return torch.bernoulli(x, generator=generator)
+    """A fresh Bernoulli draw of a gray-level training batch (called once per minibatch): 1 where a uniform
+    draw falls below the gray level. On a CPU these are exactly ``torch.bernoulli(x, generator=generator)``'s
+    draws (one float uniform per pixel, from the same stream), at about half its cost."""
+    return (torch.rand(x.shape, generator=generator, dtype=x.dtype) < x).to(x.dtype)
 
 
 def load_dataset(

@@ -62,24 +62,44 @@ def uniform_mixture(log_kernel: torch.Tensor, mask: torch.Tensor | None = None) 
     return torch.logsumexp(log_kernel.masked_fill(mask, -math.inf), dim=-1) - torch.log(kept.to(log_kernel.dtype))
 
 
-def streaming_isotropic_mixture(
-    z: torch.Tensor, means: torch.Tensor, logvar: torch.Tensor, chunk: int = 8192
+@torch.no_grad()
+def isotropic_mixture_log_prob(
+    z: torch.Tensor, means: torch.Tensor, logvar: torch.Tensor | float, rows: int = 512, cols: int = 1024
 ) -> torch.Tensor:
-    """log (1/N) sum_n N(z_b; means_n, exp(logvar) I) over all N means, in float64, ``chunk`` means at a time.
+    """log (1/N) sum_n N(z_b; means_n, s^2 I) for every row of ``z`` [B, D] over all N ``means``: [B], float64.
 
-    The per-row constants are taken out of the sum, so each chunk costs one ``addmm`` and one
-    log-sum-exp: log N(z; m, s^2 I) = z.m / s^2 - |m|^2 / (2 s^2) - |z|^2 / (2 s^2) - D/2 log(2 pi s^2).
-    Everything is float64 (float32 would be ~2x faster here but loses up to 1e-2 nats per point when
-    s^2 is small, from cancellation between the large terms). Memory stays at [B, chunk]; the
-    running log-sum-exp across chunks is exact up to float64 rounding.
+    The exemplar prior's validation density (10,000 latents x 50,000 means an epoch), exact to float64 rounding.
+    With c the mean of the means, w = z - c and v = mu - c, log N(z_b; mu_n, s^2 I) = e_bn - |w_b|^2 / (2 s^2)
+    - D/2 log(2 pi s^2), e_bn = (w_b . v_n) / s^2 - |v_n|^2 / (2 s^2). e is computed in tiles [rows x cols], one
+    ``addmm`` each, with each row's running maximum m_b riding along as an extra column, so that the tile already
+    holds e_bn - m_b; a tile that raises a row's maximum is shifted once more and the row's sum rescaled (an online
+    log-sum-exp). exp arguments are clamped at -80 (adding at most N e^-80 of a row's mass).
+
+    float64 throughout: in float32 the products' rounding, about 1e-7 (|w_b|^2 + |v_n|^2) / s^2, reaches 1e-4 nats
+    on scenes like the trained MNIST exemplar VAE's, for a 2x gain on this part. Not differentiable.
     """
-    z64, logvar64 = z.double(), logvar.double()
-    inv_var = torch.exp(-logvar64)
-    z_scaled = z64 * inv_var
-    total = torch.full((z.shape[0],), -math.inf, dtype=torch.float64, device=z.device)
-    for start in range(0, means.shape[0], chunk):
-        m = means[start : start + chunk].double()
-        logits = torch.addmm((m * m).sum(-1).mul(-0.5 * inv_var), z_scaled, m.T)
-        total = torch.logaddexp(total, torch.logsumexp(logits, dim=-1))
-    d = z.shape[-1]
-    return total - 0.5 * (z64 * z64).sum(-1) * inv_var - 0.5 * d * (LOG_2PI + logvar64) - math.log(means.shape[0])
+    n, d = means.shape
+    var = math.exp(float(logvar))
+    c = means.double().mean(0)
+    w, v = z.double() - c, means.double() - c
+    w_aug = torch.cat([w / var, torch.zeros(len(w), 1, dtype=w.dtype, device=w.device)], 1)
+    v_aug = torch.cat([v, torch.ones(n, 1, dtype=v.dtype, device=v.device)], 1)
+    bias = (v * v).sum(1) * (-0.5 / var)
+    log_mass = torch.empty(len(z), dtype=torch.float64, device=z.device)
+    for r0 in range(0, len(z), rows):
+        block = w_aug[r0 : r0 + rows]  # a view: its last column holds the rows' -m_b
+        shift = torch.full((len(block),), -math.inf, dtype=w.dtype, device=w.device)
+        mass = torch.zeros_like(shift)
+        for c0 in range(0, n, cols):
+            tile = torch.addmm(bias[c0 : c0 + cols], block, v_aug[c0 : c0 + cols].T)  # e_bn - m_b
+            rise = tile.amax(1).clamp_min_(0) if c0 else tile.amax(1)
+            if c0 == 0 or bool(rise.any()):
+                tile.sub_(rise.unsqueeze(1))
+                new_shift = rise if c0 == 0 else shift + rise
+                mass *= torch.exp(shift - new_shift)  # 0 for the first tile
+                shift = new_shift
+                block[:, -1] = -shift
+            mass += tile.clamp_(min=-80.0).exp_().sum(1)
+        log_mass[r0 : r0 + rows] = shift + mass.log()
+    log_norm = 0.5 * d * (LOG_2PI + math.log(var)) + math.log(n)
+    return log_mass - (w * w).sum(1) * (0.5 / var) - log_norm
