@@ -17,7 +17,7 @@ from torch import nn
 
 from evae.priors import Prior
 from evae.priors.base import PriorEvaluation
-from evae.priors.mixture import diagonal_log_kernel, diagonal_mixture_log_prob, uniform_mixture
+from evae.priors.mixture import diagonal_mixture_log_prob
 
 
 class VampPrior(Prior):
@@ -42,11 +42,12 @@ class VampPrior(Prior):
         return {"num_pseudo": self.pseudo_raw.shape[0]}
 
     def log_prob(self, z, encoder, index=None):
+        """Through matrix products in float64 (``diagonal_mixture_log_prob``), returned in ``z``'s dtype."""
         means, logvars = encoder(self.pseudo_inputs)
-        return uniform_mixture(diagonal_log_kernel(z, means, logvars))
+        return diagonal_mixture_log_prob(z, means, logvars).to(z.dtype)
 
     def evaluation_log_prob(self, z, encoder, centre=None, bound=None):
-        """The same density through matrix products, in float64 (``diagonal_mixture_log_prob``); always exact."""
+        """The same density in float64; always exact."""
         means, logvars = encoder(self.pseudo_inputs)
         return PriorEvaluation(diagonal_mixture_log_prob(z, means, logvars))
 

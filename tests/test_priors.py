@@ -20,7 +20,7 @@ from torch import nn
 from baselines.gaussian import GaussianPrior
 from baselines.vampprior import VampPrior
 from evae.distributions import LOG_2PI
-from evae.priors.exemplar import ExemplarPrior
+from evae.priors.exemplar import ExemplarPrior, smallest_k
 from evae.priors.mixture import isotropic_mixture_log_prob, uniform_mixture
 
 LATENT = 4
@@ -257,6 +257,20 @@ def test_knn_mode_reencodes_neighbours_with_gradients():
     assert lin.weight.grad.abs().sum() > 0 and knn.logvar.grad.abs() > 0
 
 
+@pytest.mark.parametrize("n", [64 * 200, 64 * 200 + 37])  # whole blocks only, and a remainder
+def test_smallest_k_finds_the_same_columns_as_a_full_sort(n):
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(6, n, generator=g)
+    scores[1, 640:651] -= 10  # row 1: all eleven in one block
+    scores[2, -11:] -= 10  # row 2: all in the last columns (the remainder, when there is one)
+    scores[3, ::997] -= 10  # row 3: one in each of many blocks
+    for k in (1, 11, 40):
+        got = smallest_k(scores, k)
+        ref = scores.argsort(dim=1)[:, :k]
+        assert got.shape == (6, k)
+        assert [set(r) for r in got.tolist()] == [set(r) for r in ref.tolist()]
+
+
 # --- VampPrior and Gaussian ---------------------------------------------------------------------------
 
 
@@ -268,15 +282,22 @@ def test_vampprior_equals_torch_mixture_of_pseudo_input_posteriors():
     def encode(x):
         return mean_net(x), logvar_net(x).clamp(-6, 2)
 
-    z = torch.randn(5, LATENT)
+    z = torch.randn(5, LATENT, requires_grad=True)
     got = prior.log_prob(z, encode)
-    means, logvars = encode(prior.pseudo_inputs)
+    assert got.dtype == torch.float32
+    grads = torch.autograd.grad(got.sum(), [z, prior.pseudo_raw, mean_net.weight, logvar_net.weight])
+    assert grads[1].abs().sum() > 0  # pseudo-inputs are learned
+    # the reference: torch's mixture of the pseudo-inputs' posteriors, in float64, and its gradients
+    means, logvars = (t.double() for t in encode(prior.pseudo_inputs))
     mixture = D.MixtureSameFamily(
-        D.Categorical(logits=torch.zeros(9)), D.Independent(D.Normal(means, torch.exp(0.5 * logvars)), 1)
+        D.Categorical(logits=torch.zeros(9, dtype=torch.float64)),
+        D.Independent(D.Normal(means, torch.exp(0.5 * logvars)), 1),
     )
-    torch.testing.assert_close(got, mixture.log_prob(z))
-    got.sum().backward()
-    assert prior.pseudo_raw.grad.abs().sum() > 0  # pseudo-inputs are learned
+    ref = mixture.log_prob(z.double())
+    torch.testing.assert_close(got, ref.float())
+    ref_grads = torch.autograd.grad(ref.sum(), [z, prior.pseudo_raw, mean_net.weight, logvar_net.weight])
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r.float(), rtol=1e-4, atol=1e-6)
 
 
 def test_vampprior_evaluation_form_equals_scipy_where_variances_are_small():
@@ -297,7 +318,7 @@ def test_vampprior_evaluation_form_equals_scipy_where_variances_are_small():
         for j in range(k)
     ], axis=1)
     np.testing.assert_allclose(got.numpy(), logsumexp(kernels, axis=1) - math.log(k), rtol=0, atol=1e-6)
-    torch.testing.assert_close(got.float(), prior.log_prob(z, lambda x: (means, logvars)), rtol=1e-5, atol=2e-3)
+    assert torch.equal(got.float(), prior.log_prob(z, lambda x: (means, logvars)))  # training: the same, in float32
 
 
 def test_vampprior_pseudo_inputs_init_and_range():

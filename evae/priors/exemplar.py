@@ -12,8 +12,8 @@ mu is the model's own encoder mean; s^2 is one learned scalar. Three ways to eva
   Choices where method.md is silent: the query is the reparameterised sample z (detached), the
   search covers all N cached means exactly (the authors search a random subset of M), and k + 1
   neighbours are retrieved while training so that leaving oneself out still leaves k. The search
-  is one matrix product and a top-k in torch: exact, on the model's device, and on one CPU thread
-  3-4x faster than faiss ``IndexFlatL2`` for 100 queries over 50,000 means (12 ms against 44 ms).
+  is one matrix product and ``smallest_k`` in torch: exact, on the model's device, and on one CPU
+  thread several times faster than faiss ``IndexFlatL2`` for 100 queries over 50,000 means.
 * evaluation (``model.eval()``): all N cached means, no LOO, 1/N in float64 (``isotropic_mixture_log_prob``: tiled
   matrix products and an online log-sum-exp); for the many
   samples of the test NLL, ``evaluation_log_prob`` (``exemplar_logprior``: exact, or certified to a
@@ -57,7 +57,7 @@ class ExemplarPrior(Prior):
         self.register_buffer("exemplars", exemplars if exemplars.dtype == torch.uint8 else exemplars.float(), persistent=False)
         self.logvar = nn.Parameter(torch.randn(()))  # the authors draw the initial log s^2 from N(0, 1)
         self._means: torch.Tensor | None = None
-        self._sq_norms: torch.Tensor | None = None  # |mu_n|^2 of the cached means, for the kNN search
+        self._search: torch.Tensor | None = None  # [D + 1, N]: -2 mu_n over |mu_n|^2, for the kNN search
 
     @classmethod
     def from_config(cls, cfg, train_images: torch.Tensor) -> "ExemplarPrior":
@@ -84,7 +84,7 @@ class ExemplarPrior(Prior):
         self._means = torch.cat(
             [encoder(self.exemplars[i : i + self.encode_batch])[0] for i in range(0, self.num_exemplars, self.encode_batch)]
         )
-        self._sq_norms = (self._means * self._means).sum(-1)
+        self._search = torch.cat([-2 * self._means, (self._means * self._means).sum(-1, keepdim=True)], 1).T.contiguous()
 
     @property
     def cached_means(self) -> torch.Tensor:
@@ -138,8 +138,8 @@ class ExemplarPrior(Prior):
     def nearest(self, z: torch.Tensor, k: int) -> torch.Tensor:
         """Indices [B, k] (unordered) of the k cached means nearest to each row of ``z`` in Euclidean distance."""
         # |z - m|^2 = |z|^2 + (|m|^2 - 2 z.m): the first term does not change the order within a row
-        scores = torch.addmm(self._sq_norms, z.detach().to(self.cached_means.dtype), self.cached_means.T, alpha=-2)
-        return scores.topk(k, dim=1, largest=False, sorted=False).indices
+        query = torch.cat([z.detach().to(self.cached_means.dtype), torch.ones_like(z[:, :1])], 1)
+        return smallest_k(query @ self._search, k)
 
     def _log_prob_knn(self, z, encoder, index):
         n = self.num_exemplars
@@ -160,3 +160,24 @@ class ExemplarPrior(Prior):
         means = encoder(self.exemplars[index])[0]
         noise = torch.randn(means.shape, generator=generator).to(means.device)
         return means + torch.exp(0.5 * self.logvar) * noise
+
+
+def smallest_k(scores: torch.Tensor, k: int, block: int = 64) -> torch.Tensor:
+    """Column indices [B, k] (unordered) of the k smallest entries of each row of ``scores`` [B, N]; exact.
+
+    The k smallest entries of a row lie in the blocks (of ``block`` columns) that hold its k smallest block minima:
+    those minima are k entries no larger than the k-th of them, so the row's k smallest entries are no larger
+    either. One pass of block minima, then ``topk`` over those k blocks: several times faster than ``topk`` over the
+    whole row on a CPU when k << N. Columns past the last whole block are always candidates.
+    """
+    b, n = scores.shape
+    whole = n // block * block
+    if whole < 4 * k * block:  # too few blocks to gain anything
+        return scores.topk(k, dim=1, largest=False, sorted=False).indices
+    minima = scores.unfold(1, block, block).amin(2)  # a view of the whole blocks: no copy
+    first = minima.topk(k, dim=1, largest=False, sorted=False).indices * block
+    columns = (first.unsqueeze(2) + torch.arange(block, device=scores.device)).reshape(b, -1)
+    if whole < n:
+        columns = torch.cat([columns, torch.arange(whole, n, device=scores.device).expand(b, -1)], 1)
+    picked = scores.gather(1, columns).topk(k, dim=1, largest=False, sorted=False).indices
+    return columns.gather(1, picked)
