@@ -60,10 +60,16 @@ def test_train_epoch_output_starts_with_the_host_and_ends_with_host_independent_
     assert lines[1].startswith("fp32 GEMM (1024x1024 torch.mm") and lines[1].endswith(" GFLOP/s")
     table = lines[lines.index(next(line for line in lines if line.startswith("arch "))):]
     assert "x gauss" in table[0] and "GEMM-GF" in table[0]
-    gaussian, knn = (line.split() for line in table[2:4])  # columns 8-10: epoch s, x gauss, GEMM-GF
-    assert gaussian[:2] == ["vae", "gaussian"] and float(gaussian[9]) == 1.0
-    assert knn[:3] == ["vae", "exemplar", "knn"] and float(knn[9]) > 1.0
+    gaussian, knn = (line.split() for line in table[2:4])  # columns 9-11: epoch s, x gauss, GEMM-GF
+    assert gaussian[:4] == ["vae", "gaussian", "-", "init"] and float(gaussian[10]) == 1.0
+    assert knn[:4] == ["vae", "exemplar", "knn", "init"] and float(knn[10]) > 1.0
+    assert float(gaussian[14]) == 0 and float(knn[14]) > 10  # images encoded per step besides the minibatch
     rate = float(lines[1].split("1 thread ")[1].split(" ")[0].rstrip(","))
     for row in (gaussian, knn):  # GEMM-GF = epoch seconds x the one-thread GEMM rate, both as printed
         rounding = 0.005 * rate + 0.5  # epoch seconds are printed to 0.01 s, GEMM-GF to whole GFLOP
-        assert float(row[10]) == pytest.approx(float(row[8]) * rate, rel=0.01, abs=rounding)
+        assert float(row[11]) == pytest.approx(float(row[9]) * rate, rel=0.01, abs=rounding)
+    # the matrix products of the MLP VAE's Gaussian step, counted: 3 x 2 x batch x (784 x 600 + 300 x 600 + 300 x 80
+    # + 40 x 600 + 300 x 600 + 300 x 784) less the first layer's input gradient, 2 x batch x 784 x 600
+    macs = 784 * 600 + 300 * 600 + 300 * 80 + 40 * 600 + 300 * 600 + 300 * 784
+    assert float(gaussian[12]) == pytest.approx((6 * macs - 2 * 784 * 600) * 100 / 1e9, abs=5e-4)
+    assert any(line.startswith("where a vae Gaussian-prior step goes") for line in lines)
