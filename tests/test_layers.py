@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import distributions as D
 
-from evae.distributions import PROB_EPS, log_bernoulli, log_normal_diag, log_standard_normal, logmeanexp
+from evae.distributions import PROB_EPS, log_bernoulli, log_bernoulli_logits, log_normal_diag, log_standard_normal, logmeanexp
 from evae.layers import LOGVAR_MAX, LOGVAR_MIN, GatedConv2d, GatedDense, GaussianHead, he_init
 from evae.models.base import bernoulli_means
 
@@ -86,6 +86,20 @@ def test_log_densities_match_torch_distributions():
     probs = torch.rand(6, 10).clamp(0.01, 0.99)
     x = torch.bernoulli(torch.full((6, 10), 0.5))
     torch.testing.assert_close(log_bernoulli(x, probs), D.Bernoulli(probs=probs).log_prob(x).sum(-1))
+
+
+def test_bernoulli_from_logits_is_the_clamped_bernoulli_with_its_gradient():
+    g = torch.Generator().manual_seed(0)
+    logits = (8 * torch.randn(6, 300, generator=g, dtype=torch.float64)).requires_grad_()  # many beyond the clamp
+    x = (torch.rand(6, 300, generator=g, dtype=torch.float64) < 0.3).double()
+    got = log_bernoulli_logits(x.float(), logits.float())
+    lo, hi = (float(torch.tensor(p, dtype=torch.float32)) for p in (PROB_EPS, 1 - PROB_EPS))  # float32 models' bounds
+    probs = torch.sigmoid(logits).clamp(lo, hi)
+    ref = D.Bernoulli(probs=probs).log_prob(x).sum(-1)
+    torch.testing.assert_close(got.double(), ref, rtol=0, atol=2e-4)  # float32 of sums of ~300 terms
+    grad, ref_grad = torch.autograd.grad(got.sum(), logits)[0], torch.autograd.grad(ref.sum(), logits)[0]
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)  # x - p inside the clamp, 0 outside
+    assert (ref_grad == 0).sum() > 100 and (ref_grad != 0).sum() > 100
 
 
 @pytest.mark.parametrize("shift", [0.0, -1e4])

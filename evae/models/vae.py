@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from evae.distributions import log_bernoulli, log_normal_diag, reparameterize
+from evae.distributions import log_bernoulli_logits, log_normal_diag, reparameterize
 from evae.layers import GatedDense, GaussianHead
 from evae.models.base import LatentVariableModel, Sample, bernoulli_means
 
@@ -31,7 +31,7 @@ class VAE(LatentVariableModel):
         z = reparameterize(mean, logvar)
         return Sample(
             z=z,
-            log_px=log_bernoulli(x, self.decode(z)),
+            log_px=log_bernoulli_logits(x, self.decoder(z)),
             log_q=log_normal_diag(z, mean, logvar),
             log_p_inner=torch.zeros_like(z[:, 0]),
         )
