@@ -102,7 +102,7 @@ def estimate_image(
     else:
         latents = []
         for start in range(0, samples, chunk):
-            s = model.sample_pass(x.expand(min(chunk, samples - start), -1))
+            s = model.sample_passes(x[0], min(chunk, samples - start))
             rest.append(s.log_px + s.log_p_inner - s.log_q)
             latents.append(s.z)
         z = torch.cat(latents)
@@ -175,7 +175,7 @@ def evaluate_nll(
         "binarization": data.provenance.get("binarize"),
         "seed": seed,
         "estimator": "logmeanexp over S samples of q(z|x), float64; fast one-level path" if isinstance(model, VAE)
-        else "logmeanexp over S samples of q(latents|x) via model.sample_pass, float64",
+        else "logmeanexp over S samples of q(latents|x) via model.sample_passes, float64",
         "prior": type(prior).__name__,
         "prior_settings": prior.describe(),
         "num_exemplars": prior.describe().get("num_exemplars"),

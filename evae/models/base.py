@@ -54,6 +54,11 @@ class LatentVariableModel(nn.Module):
         """One reparameterised draw of all latents from q(. | x) and the log-densities around it."""
         raise NotImplementedError
 
+    def sample_passes(self, x: torch.Tensor, n: int) -> Sample:
+        """``n`` reparameterised passes for ONE flat image ``x`` [P]: ``sample_pass`` on ``x`` repeated ``n`` times
+        (the same random numbers); models override it to compute what depends on ``x`` alone once."""
+        return self.sample_pass(x.reshape(1, -1).expand(n, -1))
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Mean image of p(x | top latent ``z``), in [0, 1]: the Bernoulli means for the binary models
         (lower latents drawn from their conditional prior)."""

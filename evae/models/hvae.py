@@ -34,8 +34,13 @@ class _TwoLevel(LatentVariableModel):
     def _image(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def _q_z1(self, x, z2):
-        h = torch.cat([self.q_z1_x(self._image(x)), self.q_z1_z2(z2)], dim=-1)
+    def _x_paths(self, x):
+        """What depends on ``x`` alone: q(z2 | x) (mean, log-variance) and the x-features of q(z1 | x, z2)."""
+        image = self._image(x)
+        return self.q_z2(self.q_z2_net(image)), self.q_z1_x(image)
+
+    def _q_z1(self, x_features, z2):
+        h = torch.cat([x_features, self.q_z1_z2(z2)], dim=-1)
         return self.q_z1(self.q_z1_joint(h))
 
     def _p_z1(self, z2):
@@ -50,9 +55,20 @@ class _TwoLevel(LatentVariableModel):
         return self._px_means(z1, z2)
 
     def sample_pass(self, x) -> Sample:
-        q2_mean, q2_logvar = self.encode(x)
+        (q2_mean, q2_logvar), x_features = self._x_paths(x)
+        return self._sample_pass(x, q2_mean, q2_logvar, x_features)
+
+    def sample_passes(self, x, n) -> Sample:
+        """The x-paths run once on the image; their outputs are shared by the ``n`` passes."""
+        x = x.reshape(1, -1)
+        (q2_mean, q2_logvar), x_features = self._x_paths(x)
+        return self._sample_pass(x, q2_mean.expand(n, -1), q2_logvar.expand(n, -1), x_features.expand(n, -1))
+
+    def _sample_pass(self, x, q2_mean, q2_logvar, x_features) -> Sample:
+        """One pass per row of the x-paths' outputs [B, .]; ``x`` [B, P] (or one image [1, P]) enters only
+        log p(x | z1, z2)."""
         z2 = reparameterize(q2_mean, q2_logvar)
-        q1_mean, q1_logvar = self._q_z1(x, z2)
+        q1_mean, q1_logvar = self._q_z1(x_features, z2)
         z1 = reparameterize(q1_mean, q1_logvar)
         p1_mean, p1_logvar = self._p_z1(z2)
         return Sample(
