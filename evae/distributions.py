@@ -23,19 +23,16 @@ def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
 
 
-def log_bernoulli(x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    """log p(x) of binary ``x`` under Bernoulli means ``probs`` (already clamped away from 0 and 1)."""
-    return (x * torch.log(probs) + (1 - x) * torch.log1p(-probs)).sum(-1)
-
-
 def log_bernoulli_logits(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """log p(x) of binary ``x`` under Bernoulli means clamp(sigmoid(``logits``), eps, 1 - eps), from the logits.
 
     The clamp acts on the logits (the same bounds, the same zero gradient outside them), and the rest is torch's
     fused binary cross-entropy with logits: one pass forward and one backward instead of ten, and free of the
-    float32 cancellation in log(1 - p) for p near 1 that ``log_bernoulli`` suffers (up to ~3e-3 nats an image).
+    float32 cancellation in log(1 - p) for p near 1 that the same sum over probabilities suffers (~3e-3 nats an
+    image on MNIST).
     """
-    return -F.binary_cross_entropy_with_logits(logits.clamp(LOGIT_LO, LOGIT_HI), x, reduction="none").sum(-1)
+    clamped = logits.clamp(LOGIT_LO, LOGIT_HI)
+    return -F.binary_cross_entropy_with_logits(clamped, x.expand_as(clamped), reduction="none").sum(-1)
 
 
 def logmeanexp(a: torch.Tensor, dim: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ an image; samples are drawn ``chunk`` at a time to bound memory.
 * One-level VAE: each test image is encoded once; its S latents are drawn at once with the model's
   own ``reparameterize`` (the random numbers ``sample_pass`` on the S-times repeated image would use,
   and independent of ``chunk``) and decoded ``chunk`` at a time, the clamped Bernoulli likelihood
-  taken from the logits (``log_bernoulli_logits``).
+  taken from the logits (``log_bernoulli_one_image``).
 * Other models: ``model.sample_pass`` on the image repeated ``chunk`` times (every density as the
   model defines it; the random stream then depends on ``chunk``, which the result records).
 * log p(z_s): ``prior.evaluation_log_prob`` (float64), centred on the image's posterior mean, with the
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from evae import runs
-from evae.distributions import PROB_EPS, log_normal_diag, reparameterize
+from evae.distributions import LOGIT_HI, LOGIT_LO, log_normal_diag, reparameterize
 from evae.evaluate.common import track
 from evae.models import VAE
 
@@ -43,18 +43,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 2500  # samples decoded per batch: [2500 x 784] float32 is 8 MB
 
-# The model clamps Bernoulli means to [PROB_EPS, 1 - PROB_EPS] in float32; the same clamp in logit space,
-# from the float32 values of those bounds, so that the clamped likelihood is reproduced exactly.
-_P_LO = float(torch.tensor(PROB_EPS, dtype=torch.float32))
-_P_HI = float(torch.tensor(1 - PROB_EPS, dtype=torch.float32))
-LOGIT_LO, LOGIT_HI = math.log(_P_LO / (1 - _P_LO)), math.log(_P_HI / (1 - _P_HI))
+def log_bernoulli_one_image(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log p(x | z_s) of ONE binary image ``x`` [P] under the Bernoulli logits [S, P] of its S samples.
 
-
-def log_bernoulli_logits(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """log p(x | z) of binary ``x`` [.., P] under means clamp(sigmoid(logits), eps, 1 - eps), summed over P.
-
-    Equals ``log_bernoulli(x, bernoulli_means(logits))`` (to float32 rounding) with one transcendental
-    per pixel: with l' the logits clamped in logit space, log p = sum_i logsigmoid(l'_i) - (1 - x_i) l'_i.
+    ``log_bernoulli_logits`` (the models' likelihood) specialised to one image: with l' the logits clamped in logit
+    space, log p = sum_i logsigmoid(l'_i) - (1 - x_i) l'_i, the second sum one matrix-vector product.
     ``logits`` is overwritten.
     """
     clamped = logits.clamp_(LOGIT_LO, LOGIT_HI)
@@ -98,7 +91,7 @@ def estimate_image(
         z = reparameterize(mean.expand(samples, -1), logvar.expand(samples, -1))  # all S at once: chunk-free
         for start in range(0, samples, chunk):
             zc = z[start : start + chunk]
-            rest.append(log_bernoulli_logits(x[0], model.decoder(zc)) - log_normal_diag(zc, mean, logvar))
+            rest.append(log_bernoulli_one_image(x[0], model.decoder(zc)) - log_normal_diag(zc, mean, logvar))
     else:
         latents = []
         for start in range(0, samples, chunk):

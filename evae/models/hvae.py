@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from evae.distributions import log_bernoulli, log_normal_diag, reparameterize
+from evae.distributions import log_bernoulli_logits, log_normal_diag, reparameterize
 from evae.layers import GatedConv2d, GatedDense, GaussianHead
 from evae.models.base import LatentVariableModel, Sample, bernoulli_means
 
@@ -46,13 +46,12 @@ class _TwoLevel(LatentVariableModel):
     def _p_z1(self, z2):
         return self.p_z1(self.p_z1_net(z2))
 
-    def _px_means(self, z1, z2):
-        h = torch.cat([self.p_x_z1(z1), self.p_x_z2(z2)], dim=-1)
-        return bernoulli_means(self.decoder_out(h))
+    def _px_logits(self, z1, z2):
+        return self.decoder_out(torch.cat([self.p_x_z1(z1), self.p_x_z2(z2)], dim=-1))
 
     def decode(self, z2):
         z1 = reparameterize(*self._p_z1(z2))
-        return self._px_means(z1, z2)
+        return bernoulli_means(self._px_logits(z1, z2))
 
     def sample_pass(self, x) -> Sample:
         (q2_mean, q2_logvar), x_features = self._x_paths(x)
@@ -73,7 +72,7 @@ class _TwoLevel(LatentVariableModel):
         p1_mean, p1_logvar = self._p_z1(z2)
         return Sample(
             z=z2,
-            log_px=log_bernoulli(x, self._px_means(z1, z2)),
+            log_px=log_bernoulli_logits(x, self._px_logits(z1, z2)),
             log_q=log_normal_diag(z1, q1_mean, q1_logvar) + log_normal_diag(z2, q2_mean, q2_logvar),
             log_p_inner=log_normal_diag(z1, p1_mean, p1_logvar),
         )
