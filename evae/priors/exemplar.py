@@ -138,7 +138,8 @@ class ExemplarPrior(Prior):
     def nearest(self, z: torch.Tensor, k: int) -> torch.Tensor:
         """Indices [B, k] (unordered) of the k cached means nearest to each row of ``z`` in Euclidean distance."""
         # |z - m|^2 = |z|^2 + (|m|^2 - 2 z.m): the first term does not change the order within a row
-        query = torch.cat([z.detach().to(self.cached_means.dtype), torch.ones_like(z[:, :1])], 1)
+        z = z.detach().to(self._search.dtype)
+        query = torch.cat([z, torch.ones_like(z[:, :1])], 1)
         return smallest_k(query @ self._search, k)
 
     def _log_prob_knn(self, z, encoder, index):
