@@ -45,7 +45,7 @@ class VampPrior(Prior):
         means, logvars = encoder(self.pseudo_inputs)
         return uniform_mixture(diagonal_log_kernel(z, means, logvars))
 
-    def evaluation_log_prob(self, z, encoder, centre=None, bound=None):
+    def evaluation_log_prob(self, z, encoder, centre=None, bound=None, posterior_logvar=None):
         """The same density through matrix products, in float64 (``diagonal_mixture_log_prob``); always exact."""
         means, logvars = encoder(self.pseudo_inputs)
         return PriorEvaluation(diagonal_mixture_log_prob(z, means, logvars))

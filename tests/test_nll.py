@@ -330,7 +330,8 @@ def test_certified_nll_is_within_its_bound_of_the_exact_one(trained_run, tmp_pat
         trained_run, tmp_path / "b.json", samples=200, max_images=5, exemplar_bound=1e-3, progress=False
     )
     assert pruned["certified_bound"]["max"] <= 1e-3
-    assert 0 <= pruned["nll"] - exact["nll"] <= pruned["certified_bound"]["mean"] + 1e-6
+    # the pruned walk visits exemplars in another order: float32 rounding differs by ~1e-8 nats
+    assert -1e-6 <= pruned["nll"] - exact["nll"] <= pruned["certified_bound"]["mean"] + 1e-6
     assert exact["certified_bound"]["max"] == 0.0
 
 

@@ -18,14 +18,26 @@ would cut) is recomputed with a new shift. Tested against a float64 brute force 
 The clamp at m_s - 80 keeps float32 ``exp`` out of its underflow range (20-90x slower there); it adds at
 most N e^-80 (< 1e-29) relative to a row's mass, which is >= 1 after its first tile.
 
-Certified mode (``bound`` in nats) stops before the farthest exemplars when the triangle inequality
-proves they cannot matter. Rows are first sorted by |w_s|, so that each row block holds samples at
-similar distances from c; with r = max_s |w_s| over the block, |w_s - v_n| >= max(0, d_n - r), so
-the skipped mass of row s is at most exp(|w_s|^2 / (2 s^2)) sum_{n >= k} exp(-max(0, d_n - r)^2 / (2 s^2)).
-Each row leaves the walk at the first tile where log(1 + skipped bound / mass so far) <= bound; the
-exact log p(z_s) then lies in [returned, returned + certified], certified <= bound. In 40
-dimensions this bound is loose when the posterior is wide compared with s (samples and exemplars sit
-nearly orthogonally around c): see benchmarks/nll.py for how much it skips.
+Certified mode (``bound`` in nats) stops before the farthest exemplars when a bound proves they cannot
+matter. Each row block gets one bound per exemplar, e_sn <= b_n for all its rows s, and the suffix sums
+T_k = log sum_{n >= k} exp(b_n) in visiting order (sound in any order; the order sets how early rows
+stop). Each row leaves the walk at the first tile where log(1 + exp(T_k) / mass so far) <= bound; the
+exact log p(z_s) then lies in [returned, returned + certified], certified <= bound.
+
+* Isotropic (triangle inequality): rows sorted by |w_s|; with r = max_s |w_s| over the block,
+  |w_s - v_n| >= max(0, d_n - r), so e_sn <= |w_s|^2 / (2 s^2) - max(0, d_n - r)^2 / (2 s^2) (the first
+  term per row). Exemplars are visited in increasing d_n.
+* Mahalanobis (with the posterior std sigma [D] of the samples, ``posterior_logvar``): rows sorted by
+  |w_s / sigma|, R = its maximum over the block. By Cauchy-Schwarz in the sigma-scaled space,
+  w_s . v_n = (w_s / sigma) . (sigma v_n) <= R |sigma v_n|, so e_sn <= (R |sigma v_n| - |v_n|^2 / 2) / s^2.
+  Where the posterior is narrow (active latent dimensions) and exemplars differ from c, |sigma v_n| is
+  much smaller than r |v_n| / R; wide, inactive dimensions, where exemplars agree with c, cost nothing.
+  b_n is the smaller of this and the isotropic bound at the block's radius (r^2 for every |w_s|^2), and
+  exemplars are visited in decreasing b_n at the median R. sigma only shapes the bound: R is measured
+  on the samples, so any sigma is sound.
+
+In 40 dimensions both bounds are loose when the posterior is wide compared with s (samples and
+exemplars sit nearly orthogonally around c): see benchmarks/nll.py for how much they skip.
 """
 
 from __future__ import annotations
@@ -47,12 +59,15 @@ def exemplar_log_prior(
     means: torch.Tensor,
     logvar: torch.Tensor | float,
     bound: float | None = None,
+    posterior_logvar: torch.Tensor | None = None,
     rows: int = ROWS,
     cols: int = COLS,
 ) -> PriorEvaluation:
     """log (1/N) sum_n N(z_s; means_n, exp(logvar) I) for ``z`` [S, D], centred on ``centre`` [D].
 
-    ``bound=None`` sums every kernel; a number (nats, >= 0) allows certified skipping (module docstring).
+    ``bound=None`` sums every kernel; a number (nats, >= 0) allows certified skipping (module docstring),
+    tighter with ``posterior_logvar`` [D], the log-variance of the posterior the samples were drawn from
+    (any positive scale is sound: it only shapes the bound). The exact mode does not use it.
     """
     if bound is not None and not bound >= 0:
         raise ValueError(f"exemplar bound must be >= 0 nats or None (exact), got {bound}")
@@ -61,17 +76,28 @@ def exemplar_log_prior(
             f"expected z [S, D], centre [D], means [N, D]; got {tuple(z.shape)}, {tuple(centre.shape)}, "
             f"{tuple(means.shape)}"
         )
+    if posterior_logvar is not None and posterior_logvar.shape != centre.shape:
+        raise ValueError(f"expected posterior_logvar [D] like centre, got {tuple(posterior_logvar.shape)}")
     n, d = means.shape
     var = math.exp(float(logvar))
     c = centre.double()
     w = z.double() - c
     v = means.double() - c
     v_sq = (v * v).sum(1)
-    order = torch.argsort(v_sq)
-    v, v_sq = v[order], v_sq[order]
     w_half_sq = (w * w).sum(1) * (0.5 / var)  # |w_s|^2 / (2 s^2), float64
-    if bound is not None:  # row blocks of similar |w_s|: each block's radius r is then close to its rows' own
-        rows_order = torch.argsort(w_half_sq)
+    scale = None if bound is None or posterior_logvar is None else posterior_logvar.double().mul(0.5).exp()
+    if scale is None:
+        order = torch.argsort(v_sq)
+        row_key = w_half_sq
+    else:
+        w_norm = (w / scale).norm(dim=1)  # Mahalanobis norms R_s
+        v_norm = (v * scale).norm(dim=1)  # |sigma * v_n|
+        order = torch.argsort(_mahalanobis_exponent(float(w_norm.median()), v_norm, v_sq, var), descending=True)
+        v_norm = v_norm[order]
+        row_key = w_norm
+    v, v_sq = v[order], v_sq[order]
+    if bound is not None:  # row blocks of similar norms: each block's radius is then close to its rows' own
+        rows_order = torch.argsort(row_key)
         w, w_half_sq = w[rows_order], w_half_sq[rows_order]
     # e_sn - m_s = [w_s / s^2, -m_s] . [v_n, 1] - |v_n|^2 / (2 s^2): the last column of w_aug holds -m_s
     w_aug = torch.cat([(w / var).float(), torch.zeros(len(w), 1, dtype=torch.float32, device=w.device)], 1)
@@ -83,12 +109,18 @@ def exemplar_log_prior(
     computed = 0
     for r0 in range(0, len(z), rows):
         sl = slice(r0, r0 + rows)
-        tail = None
+        tail = offset = None
         if bound is not None:
             radius = float(w_half_sq[sl].mul(2 * var).sqrt().max())
             gap = (v_sq.sqrt() - radius).clamp_min(0)
-            tail = torch.logcumsumexp((gap * gap * (-0.5 / var)).flip(0), 0).flip(0)
-        computed += _row_block(w_aug[sl], v_aug, bias, cols, log_mass[sl], log_skipped[sl], tail, w_half_sq[sl], bound)
+            if scale is None:  # e_sn <= |w_s|^2 / (2 s^2) - gap_n^2 / (2 s^2): a per-row offset
+                log_bound, offset = gap * gap * (-0.5 / var), w_half_sq[sl]
+            else:  # the tighter of the isotropic bound (at the block's radius) and the Mahalanobis one
+                isotropic = (radius * radius - gap * gap) * (0.5 / var)
+                mahalanobis = _mahalanobis_exponent(float((w[sl] / scale).norm(dim=1).max()), v_norm, v_sq, var)
+                log_bound, offset = torch.minimum(isotropic, mahalanobis), torch.zeros_like(w_half_sq[sl])
+            tail = torch.logcumsumexp(log_bound.flip(0), 0).flip(0)
+        computed += _row_block(w_aug[sl], v_aug, bias, cols, log_mass[sl], log_skipped[sl], tail, offset, bound)
 
     const = 0.5 * d * (LOG_2PI + math.log(var)) + math.log(n)
     log_prob = log_mass - w_half_sq - const
@@ -98,7 +130,12 @@ def exemplar_log_prior(
     return PriorEvaluation(log_prob[torch.argsort(rows_order)], certified, computed / (len(z) * n))
 
 
-def _row_block(w_aug, v_aug, bias, cols, log_mass, log_skipped, tail, w_half_sq, bound) -> int:
+def _mahalanobis_exponent(radius: float, v_norm: torch.Tensor, v_sq: torch.Tensor, var: float) -> torch.Tensor:
+    """(R |sigma v_n| - |v_n|^2 / 2) / s^2: the bound on e_sn of every sample with |w_s / sigma| <= R."""
+    return (radius * v_norm - 0.5 * v_sq) / var
+
+
+def _row_block(w_aug, v_aug, bias, cols, log_mass, log_skipped, tail, offset, bound) -> int:
     """Fill ``log_mass`` (log sum_n exp(e_sn)) for one block of rows; with ``tail``, stop where certified.
 
     In certified mode each row leaves the walk at the first tile where its own skipped-mass bound fits
@@ -115,7 +152,7 @@ def _row_block(w_aug, v_aug, bias, cols, log_mass, log_skipped, tail, w_half_sq,
     active = torch.arange(len(w_aug), device=w_aug.device)  # rows still walking
     for c0 in range(cols, n, cols):
         if tail is not None:
-            rest = tail[c0] + w_half_sq[active] - shift[active].double()  # log bound on the rest, vs the shift
+            rest = tail[c0] + offset[active] - shift[active].double()  # log bound on the rest, vs the shift
             done = rest <= mass[active].log() + slack
             if bool(done.any()):
                 log_skipped[active[done]] = rest[done] + shift[active[done]].double()
