@@ -8,7 +8,8 @@ numbers that matter are small, and split as
     log N(z_s; mu_n, s^2 I) = e_sn - |w_s|^2 / (2 s^2) - D/2 log(2 pi s^2),
     e_sn = (w_s . v_n) / s^2 - |v_n|^2 / (2 s^2).
 
-Exemplars are visited in increasing d_n = |v_n|, in tiles of [rows x cols] (samples x exemplars). The
+Exemplars are visited in increasing d_n = |v_n| (exact mode), in tiles of [rows x cols] (samples x
+exemplars), each tile gathered from the means on first use (a certified walk rarely needs them all). The
 first tile of a row block sets each row's shift m_s (its maximum there: the nearest exemplars);
 every later tile is one float32 ``addmm`` that yields e_sn - m_s directly (the shift rides along as an
 extra column), then clamp, exp and a row sum: four passes over the tile, the matmul at full speed.
@@ -22,7 +23,9 @@ Certified mode (``bound`` in nats) stops before the farthest exemplars when a bo
 matter. Each row block gets one bound per exemplar, e_sn <= b_n for all its rows s, and the suffix sums
 T_k = log sum_{n >= k} exp(b_n) in visiting order (sound in any order; the order sets how early rows
 stop). Each row leaves the walk at the first tile where log(1 + exp(T_k) / mass so far) <= bound; the
-exact log p(z_s) then lies in [returned, returned + certified], certified <= bound.
+exact log p(z_s) then lies in [returned, returned + certified], certified <= bound. The rows still walking
+are kept compact (copied when some leave), so that a tile costs only theirs. The bounds describe the
+float32 offsets the kernels use, with float64 norms.
 
 * Isotropic (triangle inequality): rows sorted by |w_s|; with r = max_s |w_s| over the block,
   |w_s - v_n| >= max(0, d_n - r), so e_sn <= |w_s|^2 / (2 s^2) - max(0, d_n - r)^2 / (2 s^2) (the first
@@ -33,7 +36,7 @@ exact log p(z_s) then lies in [returned, returned + certified], certified <= bou
   Where the posterior is narrow (active latent dimensions) and exemplars differ from c, |sigma v_n| is
   much smaller than r |v_n| / R; wide, inactive dimensions, where exemplars agree with c, cost nothing.
   b_n is the smaller of this and the isotropic bound at the block's radius (r^2 for every |w_s|^2), and
-  exemplars are visited in decreasing b_n at the median R. sigma only shapes the bound: R is measured
+  exemplars are visited in decreasing b_n at the median radii. sigma only shapes the bound: R is measured
   on the samples, so any sigma is sound.
 
 In 40 dimensions both bounds are loose when the posterior is wide compared with s (samples and
@@ -67,7 +70,7 @@ def exemplar_log_prior(
 
     ``bound=None`` sums every kernel; a number (nats, >= 0) allows certified skipping (module docstring),
     tighter with ``posterior_logvar`` [D], the log-variance of the posterior the samples were drawn from
-    (any positive scale is sound: it only shapes the bound). The exact mode does not use it.
+    (any value is sound: it only shapes the bound). The exact mode does not use it.
     """
     if bound is not None and not bound >= 0:
         raise ValueError(f"exemplar bound must be >= 0 nats or None (exact), got {bound}")
@@ -80,102 +83,136 @@ def exemplar_log_prior(
         raise ValueError(f"expected posterior_logvar [D] like centre, got {tuple(posterior_logvar.shape)}")
     n, d = means.shape
     var = math.exp(float(logvar))
-    c = centre.double()
-    w = z.double() - c
-    v = means.double() - c
-    v_sq = (v * v).sum(1)
+    w = z.double() - centre.double()
     w_half_sq = (w * w).sum(1) * (0.5 / var)  # |w_s|^2 / (2 s^2), float64
-    scale = None if bound is None or posterior_logvar is None else posterior_logvar.double().mul(0.5).exp()
-    if scale is None:
-        order = torch.argsort(v_sq)
-        row_key = w_half_sq
-    else:
-        w_norm = (w / scale).norm(dim=1)  # Mahalanobis norms R_s
-        v_norm = (v * scale).norm(dim=1)  # |sigma * v_n|
-        order = torch.argsort(_mahalanobis_exponent(float(w_norm.median()), v_norm, v_sq, var), descending=True)
-        v_norm = v_norm[order]
-        row_key = w_norm
-    v, v_sq = v[order], v_sq[order]
-    if bound is not None:  # row blocks of similar norms: each block's radius is then close to its rows' own
-        rows_order = torch.argsort(row_key)
-        w, w_half_sq = w[rows_order], w_half_sq[rows_order]
-    # e_sn - m_s = [w_s / s^2, -m_s] . [v_n, 1] - |v_n|^2 / (2 s^2): the last column of w_aug holds -m_s
-    w_aug = torch.cat([(w / var).float(), torch.zeros(len(w), 1, dtype=torch.float32, device=w.device)], 1)
-    v_aug = torch.cat([v.float(), torch.ones(n, 1, dtype=torch.float32, device=v.device)], 1)
-    bias = (v_sq * (-0.5 / var)).float()
-
-    log_mass = torch.empty(len(z), dtype=torch.float64, device=z.device)
-    log_skipped = torch.full_like(log_mass, -math.inf)
-    computed = 0
-    for r0 in range(0, len(z), rows):
-        sl = slice(r0, r0 + rows)
-        tail = offset = None
-        if bound is not None:
-            radius = float(w_half_sq[sl].mul(2 * var).sqrt().max())
-            gap = (v_sq.sqrt() - radius).clamp_min(0)
-            if scale is None:  # e_sn <= |w_s|^2 / (2 s^2) - gap_n^2 / (2 s^2): a per-row offset
-                log_bound, offset = gap * gap * (-0.5 / var), w_half_sq[sl]
-            else:  # the tighter of the isotropic bound (at the block's radius) and the Mahalanobis one
-                isotropic = (radius * radius - gap * gap) * (0.5 / var)
-                mahalanobis = _mahalanobis_exponent(float((w[sl] / scale).norm(dim=1).max()), v_norm, v_sq, var)
-                log_bound, offset = torch.minimum(isotropic, mahalanobis), torch.zeros_like(w_half_sq[sl])
-            tail = torch.logcumsumexp(log_bound.flip(0), 0).flip(0)
-        computed += _row_block(w_aug[sl], v_aug, bias, cols, log_mass[sl], log_skipped[sl], tail, offset, bound)
-
-    const = 0.5 * d * (LOG_2PI + math.log(var)) + math.log(n)
-    log_prob = log_mass - w_half_sq - const
+    v = means.float() - centre.float()  # the float32 offsets the kernels use (and the bounds describe)
+    v_sq = torch.linalg.vector_norm(v, dim=1, dtype=torch.float64).square()
     if bound is None:
-        return PriorEvaluation(log_prob, 0.0, computed / (len(z) * n))
-    certified = float(torch.log1p(torch.exp(log_skipped - log_mass)).max())
-    return PriorEvaluation(log_prob[torch.argsort(rows_order)], certified, computed / (len(z) * n))
+        walk = _Walk(v, v_sq, torch.argsort(v_sq), var, cols)
+        log_mass = torch.cat([walk.row_block(_with_shift(w[r0 : r0 + rows], var)) for r0 in range(0, len(z), rows)])
+        return PriorEvaluation(log_mass - w_half_sq - _log_const(d, var, n), 0.0, walk.computed / (len(z) * n))
 
-
-def _mahalanobis_exponent(radius: float, v_norm: torch.Tensor, v_sq: torch.Tensor, var: float) -> torch.Tensor:
-    """(R |sigma v_n| - |v_n|^2 / 2) / s^2: the bound on e_sn of every sample with |w_s / sigma| <= R."""
-    return (radius * v_norm - 0.5 * v_sq) / var
-
-
-def _row_block(w_aug, v_aug, bias, cols, log_mass, log_skipped, tail, offset, bound) -> int:
-    """Fill ``log_mass`` (log sum_n exp(e_sn)) for one block of rows; with ``tail``, stop where certified.
-
-    In certified mode each row leaves the walk at the first tile where its own skipped-mass bound fits
-    the budget. Returns the number of kernels computed. ``w_aug``'s shift column is written in place.
-    """
-    n = len(bias)
-    w_aug[:, -1] = 0
-    first = torch.addmm(bias[:cols], w_aug, v_aug[:cols].T)
-    shift = first.amax(1)
-    mass = _exp_sum(first.sub_(shift.unsqueeze(1)))
-    w_aug[:, -1] = -shift
-    computed = first.numel()
+    bounds = _Bounds(w, w_half_sq, v, v_sq, var, posterior_logvar)
+    walk = _Walk(v, v_sq, bounds.order, var, cols)
     slack = math.log(math.expm1(bound)) if bound else -math.inf
-    active = torch.arange(len(w_aug), device=w_aug.device)  # rows still walking
-    for c0 in range(cols, n, cols):
-        if tail is not None:
-            rest = tail[c0] + offset[active] - shift[active].double()  # log bound on the rest, vs the shift
-            done = rest <= mass[active].log() + slack
-            if bool(done.any()):
-                log_skipped[active[done]] = rest[done] + shift[active[done]].double()
-                active = active[~done]
-                if len(active) == 0:
-                    break
-        rows = w_aug[active]
-        tile = torch.addmm(bias[c0 : c0 + cols], rows, v_aug[c0 : c0 + cols].T)  # e_sn - m_s
-        computed += tile.numel()
-        part = _exp_sum(tile)
-        high = part >= _RESHIFT
-        if bool(high.any()):  # values above m_s + 79 were clamped: recompute these rows with a larger shift
-            again = torch.addmm(bias[c0 : c0 + cols], rows[high], v_aug[c0 : c0 + cols].T)
-            top = again.amax(1)
-            idx = active[high]
-            new_shift = shift[idx] + top
-            mass[idx] = mass[idx] * torch.exp(shift[idx].double() - new_shift.double())
-            part[high] = _exp_sum(again.sub_((new_shift - shift[idx]).unsqueeze(1)))
-            shift[idx] = new_shift
-            w_aug[idx, -1] = -new_shift
-        mass[active] += part
-    log_mass.copy_(shift.double() + mass.log())
-    return computed
+    rows_order = torch.argsort(bounds.row_key)
+    log_mass, log_skipped = torch.empty_like(w_half_sq), torch.empty_like(w_half_sq)
+    for r0 in range(0, len(z), rows):
+        block = rows_order[r0 : r0 + rows]
+        tails, offset = bounds.block(block, cols)
+        log_mass[block], log_skipped[block] = walk.row_block(_with_shift(w[block], var), tails, offset, slack)
+    certified = float(torch.log1p(torch.exp(log_skipped - log_mass)).max())
+    return PriorEvaluation(log_mass - w_half_sq - _log_const(d, var, n), certified, walk.computed / (len(z) * n))
+
+
+def _log_const(d: int, var: float, n: int) -> float:
+    return 0.5 * d * (LOG_2PI + math.log(var)) + math.log(n)
+
+
+def _with_shift(w: torch.Tensor, var: float) -> torch.Tensor:
+    """[w_s / s^2, -m_s] in float32, the shift column (last) zero until the first tile sets it."""
+    return torch.cat([(w / var).float(), torch.zeros(len(w), 1, dtype=torch.float32, device=w.device)], 1)
+
+
+class _Bounds:
+    """The certified bounds of the module docstring: per row block, the log suffix sums of b_n at tile starts."""
+
+    def __init__(self, w, w_half_sq, v, v_sq, var, posterior_logvar):
+        self.w_half_sq, self.var = w_half_sq, var
+        self.d = v_sq.sqrt()
+        if posterior_logvar is None:
+            self.scale = None
+            self.row_key = self.w_half_sq
+            self.order = torch.argsort(v_sq)
+        else:
+            self.scale = posterior_logvar.double().mul(0.5).exp()
+            self.row_key = (w / self.scale).norm(dim=1)  # Mahalanobis norms R_s
+            scaled = torch.linalg.vector_norm(v * self.scale.float(), dim=1, dtype=torch.float64)  # |sigma v_n|
+            r = float(w_half_sq.median().mul(2 * var).sqrt())  # visiting order: b_n of a typical row block
+            self.order = torch.argsort(self._log_bound(r, float(self.row_key.median()), scaled), descending=True)
+            self.scaled = scaled[self.order]
+        self.d = self.d[self.order]
+
+    def _log_bound(self, r: float, big_r: float, scaled: torch.Tensor) -> torch.Tensor:
+        """b_n of every sample with |w_s| <= r and |w_s / sigma| <= R (the smaller of the two bounds)."""
+        gap = (self.d - r).clamp_min(0)
+        isotropic = (r * r - gap * gap) * (0.5 / self.var)
+        return torch.minimum(isotropic, (big_r * scaled - 0.5 * self.d * self.d) / self.var)
+
+    def block(self, rows: torch.Tensor, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """T at every tile start [tiles + 1] (T = -inf past the last), and each row's offset: e_sn <= offset_s + b_n."""
+        r = float(self.w_half_sq[rows].max().mul(2 * self.var).sqrt())
+        if self.scale is None:  # the isotropic bound keeps each row's own |w_s|^2 / (2 s^2) as its offset
+            gap = (self.d - r).clamp_min(0)
+            log_bound, offset = gap * gap * (-0.5 / self.var), self.w_half_sq[rows]
+        else:
+            log_bound = self._log_bound(r, float(self.row_key[rows].max()), self.scaled)
+            offset = torch.zeros(len(rows), dtype=torch.float64, device=rows.device)
+        pad = -len(log_bound) % cols
+        per_tile = torch.logsumexp(torch.nn.functional.pad(log_bound, (0, pad), value=-math.inf).view(-1, cols), 1)
+        tails = torch.logcumsumexp(per_tile.flip(0), 0).flip(0)
+        return torch.cat([tails, tails.new_full((1,), -math.inf)]), offset
+
+
+class _Walk:
+    """Exemplars in visiting order, gathered one tile [v_n, 1] and bias -|v_n|^2 / (2 s^2) at a time on first use
+    (shared by the row blocks); ``computed`` counts the kernels."""
+
+    def __init__(self, v, v_sq, order, var, cols):
+        self.v, self.v_sq, self.order, self.var, self.cols = v, v_sq, order, var, cols
+        self.tiles: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.computed = 0
+
+    def tile(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        while len(self.tiles) <= k:
+            idx = self.order[len(self.tiles) * self.cols : (len(self.tiles) + 1) * self.cols]
+            ones = torch.ones(len(idx), 1, dtype=torch.float32, device=idx.device)
+            self.tiles.append((torch.cat([self.v[idx], ones], 1), (self.v_sq[idx] * (-0.5 / self.var)).float()))
+        return self.tiles[k]
+
+    def tiled(self, w_aug: torch.Tensor, k: int) -> torch.Tensor:
+        """e_sn - m_s for the rows of ``w_aug`` and tile k."""
+        v_aug, bias = self.tile(k)
+        return torch.addmm(bias, w_aug, v_aug.T)
+
+    def row_block(self, w_aug, tails=None, offset=None, slack=None):
+        """log sum_n exp(e_sn) for one block of rows (``w_aug`` from ``_with_shift``, written in place); with
+        ``tails``, also each row's log skipped-mass bound: a row leaves the walk at the first tile where its own
+        bound fits the budget (``slack`` = log(e^bound - 1)). Active rows are kept compact (copied when some leave).
+        """
+        first = self.tiled(w_aug, 0)
+        self.computed += first.numel()
+        shift = first.amax(1)
+        mass = _exp_sum(first.sub_(shift.unsqueeze(1)))
+        w_aug[:, -1] = -shift
+        log_mass = torch.empty(len(w_aug), dtype=torch.float64, device=w_aug.device)
+        log_skipped = torch.full_like(log_mass, -math.inf)
+        active = torch.arange(len(w_aug), device=w_aug.device)  # rows still walking
+        for k in range(1, -(-len(self.order) // self.cols)):
+            if tails is not None:
+                rest = tails[k] + offset - shift.double()  # log bound on the rest, vs the shift
+                done = rest <= mass.log() + slack
+                if bool(done.any()):
+                    log_skipped[active[done]] = rest[done] + shift[done].double()
+                    log_mass[active[done]] = shift[done].double() + mass[done].log()
+                    keep = ~done
+                    active, w_aug, offset, shift, mass = active[keep], w_aug[keep], offset[keep], shift[keep], mass[keep]
+                    if len(active) == 0:
+                        break
+            tile = self.tiled(w_aug, k)  # e_sn - m_s
+            self.computed += tile.numel()
+            part = _exp_sum(tile)
+            high = part >= _RESHIFT
+            if bool(high.any()):  # values above m_s + 79 were clamped: recompute these rows with a larger shift
+                again = self.tiled(w_aug[high], k)
+                new_shift = shift[high] + again.amax(1)
+                mass[high] *= torch.exp(shift[high].double() - new_shift.double())
+                part[high] = _exp_sum(again.sub_((new_shift - shift[high]).unsqueeze(1)))
+                shift[high] = new_shift
+                w_aug[high, -1] = -new_shift
+            mass += part
+        log_mass[active] = shift.double() + mass.log()
+        return log_mass if tails is None else (log_mass, log_skipped)
 
 
 def _exp_sum(shifted: torch.Tensor) -> torch.Tensor:
