@@ -88,23 +88,33 @@ def exemplar_log_prior(
     w = z.double() - centre.double()
     w_half_sq = (w * w).sum(1) * (0.5 / var)  # |w_s|^2 / (2 s^2), float64
     v = means.float() - centre.float()  # the float32 offsets the kernels use (and the bounds describe)
-    v_sq = torch.linalg.vector_norm(v, dim=1, dtype=torch.float64).square()
+    scale = None if bound is None or posterior_logvar is None else posterior_logvar.double().mul(0.5).exp()
+    sq_norms = _square_norms(v, scale)
+    v_sq = sq_norms[:, 0]
     if bound is None:
         walk = _Walk(v, v_sq, torch.argsort(v_sq), var, cols)
         log_mass = torch.cat([walk.row_block(_with_shift(w[r0 : r0 + rows], var)) for r0 in range(0, len(z), rows)])
         return PriorEvaluation(log_mass - w_half_sq - _log_const(d, var, n), 0.0, walk.computed / (len(z) * n))
 
-    bounds = _Bounds(w, w_half_sq, v, v_sq, var, posterior_logvar)
+    bounds = _Bounds(w, w_half_sq, v_sq, var, scale, sq_norms[:, 1] if scale is not None else None)
     walk = _Walk(v, v_sq, bounds.order, var, cols)
     slack = math.log(math.expm1(bound)) if bound else -math.inf
-    rows_order = torch.argsort(bounds.row_key)
     log_mass, log_skipped = torch.empty_like(w_half_sq), torch.empty_like(w_half_sq)
+    rows_order = torch.argsort(bounds.radius)  # row blocks of similar radii: a block's largest sets its bound
     for r0 in range(0, len(z), rows):
         block = rows_order[r0 : r0 + rows]
         tails, offset = bounds.block(block, cols)
         log_mass[block], log_skipped[block] = walk.row_block(_with_shift(w[block], var), tails, offset, slack)
     certified = float(torch.log1p(torch.exp(log_skipped - log_mass)).max())
     return PriorEvaluation(log_mass - w_half_sq - _log_const(d, var, n), certified, walk.computed / (len(z) * n))
+
+
+def _square_norms(v: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """[N, 1]: |v_n|^2, or [N, 2]: also |scale * v_n|^2; float64, as one matrix product of the squares."""
+    columns = [torch.ones_like(scale) if scale is not None else torch.ones(v.shape[1], dtype=torch.float64)]
+    if scale is not None:
+        columns.append(scale * scale)
+    return v.double().square_() @ torch.stack(columns, 1).to(v.device)
 
 
 def _log_const(d: int, var: float, n: int) -> float:
@@ -120,19 +130,18 @@ def _with_shift(w: torch.Tensor, var: float) -> torch.Tensor:
 class _Bounds:
     """The certified bounds of the module docstring: per row block, the log suffix sums of b_n at tile starts."""
 
-    def __init__(self, w, w_half_sq, v, v_sq, var, posterior_logvar):
-        self.w_half_sq, self.var = w_half_sq, var
+    def __init__(self, w, w_half_sq, v_sq, var, scale, scaled_sq):
+        """``scale`` [D] the posterior std sigma (None: the isotropic bound), ``scaled_sq`` [N] |sigma v_n|^2."""
+        self.w_half_sq, self.var, self.scale = w_half_sq, var, scale
         self.d = v_sq.sqrt()
-        if posterior_logvar is None:
-            self.scale = None
-            self.row_key = self.w_half_sq
+        if scale is None:
+            self.radius = w_half_sq.mul(2 * var).sqrt()  # |w_s|
             self.order = torch.argsort(v_sq)
         else:
-            self.scale = posterior_logvar.double().mul(0.5).exp()
-            self.row_key = (w / self.scale).norm(dim=1)  # Mahalanobis norms R_s
-            scaled = torch.linalg.vector_norm(v * self.scale.float(), dim=1, dtype=torch.float64)  # |sigma v_n|
+            self.radius = (w / scale).norm(dim=1)  # Mahalanobis norms R_s
+            scaled = scaled_sq.sqrt()
             r = float(w_half_sq.median().mul(2 * var).sqrt())  # visiting order: b_n of a typical row block
-            self.order = torch.argsort(self._log_bound(r, float(self.row_key.median()), scaled), descending=True)
+            self.order = torch.argsort(self._log_bound(r, float(self.radius.median()), scaled), descending=True)
             self.scaled = scaled[self.order]
         self.d = self.d[self.order]
 
@@ -149,7 +158,7 @@ class _Bounds:
             gap = (self.d - r).clamp_min(0)
             log_bound, offset = gap * gap * (-0.5 / self.var), self.w_half_sq[rows]
         else:
-            log_bound = self._log_bound(r, float(self.row_key[rows].max()), self.scaled)
+            log_bound = self._log_bound(r, float(self.radius[rows].max()), self.scaled)
             offset = torch.zeros(len(rows), dtype=torch.float64, device=rows.device)
         pad = -len(log_bound) % cols
         per_tile = torch.logsumexp(torch.nn.functional.pad(log_bound, (0, pad), value=-math.inf).view(-1, cols), 1)
