@@ -124,6 +124,17 @@ def test_one_level_estimate_does_not_depend_on_the_chunk_size():
     assert max(values) - min(values) < 1e-4
 
 
+def test_estimate_hands_the_prior_the_image_posterior():
+    # the certified exemplar bound is shaped by the posterior's log-variance: estimate_image must pass it
+    model = small_model(VAE, "gaussian")
+    x = (torch.rand(784, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    seen, evaluate = {}, model.prior.evaluation_log_prob
+    model.prior.evaluation_log_prob = lambda z, encoder, **kw: seen.update(kw) or evaluate(z, encoder, **kw)
+    estimate_image(model, x, 20)
+    mean, logvar = model.encode(x.reshape(1, -1))
+    assert torch.equal(seen["centre"], mean[0]) and torch.equal(seen["posterior_logvar"], logvar[0])
+
+
 # --- the clamped Bernoulli likelihood from logits ----------------------------------------------------
 
 
