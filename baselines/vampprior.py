@@ -46,7 +46,7 @@ class VampPrior(Prior):
         means, logvars = encoder(self.pseudo_inputs)
         return diagonal_mixture_log_prob(z, means, logvars).to(z.dtype)
 
-    def evaluation_log_prob(self, z, encoder, centre=None, bound=None):
+    def evaluation_log_prob(self, z, encoder, centre=None, bound=None, posterior_logvar=None):
         """The same density in float64; always exact."""
         means, logvars = encoder(self.pseudo_inputs)
         return PriorEvaluation(diagonal_mixture_log_prob(z, means, logvars))

@@ -12,9 +12,13 @@ Rows:
   (what any model gets), for comparison;
 * ``vampprior / one-level fast path``: the whole estimator for the MLP VAE with a VampPrior of K = 500
   pseudo-inputs (its log-prior of the S samples as one matrix product, ``diagonal_mixture_log_prob``);
-* ``exemplar log-prior / exact`` and ``/ certified 1e-3``: the exemplar prior's log-density of the S
-  samples of one image over N = 50,000 exemplar means (the hot spot), exact or with certified skipping.
-  The fraction of (sample, exemplar) kernels computed is shown.
+* ``exemplar log-prior / exact``, ``/ certified 1e-3`` and ``/ certified 1e-3 iso``: the exemplar prior's
+  log-density of the S samples of one image over N = 50,000 exemplar means (the hot spot), exact or with
+  certified skipping (bounded with the image's posterior log-variance, as the NLL does, or with the
+  isotropic bound alone). The fraction of (sample, exemplar) kernels computed is shown.
+* with ``--run``, ``exemplar (trained) / certified 1e-3``: the whole estimator for the trained run's own
+  model (``estimate_image`` with ``exemplar_bound=1e-3``) on the MNIST test images, against which the
+  (untrained) Gaussian fast path above is the reference of the same MLP VAE.
 
 Exemplar means: with ``--run DIR`` (a trained exemplar-prior run), its encoder applied to 50,000 MNIST
 training images (dataset mirror: ``EVAE_DATA_MIRROR`` or ../shared/data) with its learned variance,
@@ -81,15 +85,16 @@ def test_images(n: int) -> torch.Tensor:
 
 
 def synthetic_scene(images: int, seed: int = 0):
-    """Exemplar means, log-variance, and per-image (posterior mean, S samples)."""
+    """Exemplar means, log-variance, per-image (posterior mean, S samples, posterior log-variance), description,
+    and the trained model (None here)."""
     g = torch.Generator().manual_seed(seed)
     centres = 1.5 * torch.randn(10, LATENT, generator=g)
     means = centres[torch.randint(10, (EXEMPLARS,), generator=g)] + 2.0 * torch.randn(EXEMPLARS, LATENT, generator=g)
-    scenes = []
+    scenes, post_logvar = [], torch.full((LATENT,), 2 * math.log(0.9))
     for _ in range(images):
         c = centres[torch.randint(10, (1,), generator=g)][0] + 2.0 * torch.randn(LATENT, generator=g)
-        scenes.append((c, c + 0.9 * torch.randn(SAMPLES, LATENT, generator=g)))
-    return means, math.log(1.5**2), scenes, "synthetic (10 clusters, s = 1.5, posterior std 0.9)"
+        scenes.append((c, c + 0.9 * torch.randn(SAMPLES, LATENT, generator=g), post_logvar))
+    return means, math.log(1.5**2), scenes, "synthetic (10 clusters, s = 1.5, posterior std 0.9)", None
 
 
 def run_scene(run_dir: str, images: int):
@@ -106,8 +111,9 @@ def run_scene(run_dir: str, images: int):
         mu, logvar = model.encode(torch.from_numpy(data[1][:images]))
     g = torch.Generator().manual_seed(0)
     std = (0.5 * logvar).exp()
-    scenes = [(mu[i], mu[i] + std[i] * torch.randn(SAMPLES, LATENT, generator=g)) for i in range(images)]
-    return means, float(model.prior.logvar.detach()), scenes, f"encoder of {run_dir} on MNIST ({len(means)} means)"
+    scenes = [(mu[i], mu[i] + std[i] * torch.randn(SAMPLES, LATENT, generator=g), logvar[i]) for i in range(images)]
+    source = f"encoder of {run_dir} on MNIST ({len(means)} means)"
+    return means, float(model.prior.logvar.detach()), scenes, source, model
 
 
 def time_per_image(fn, items) -> float:
@@ -158,7 +164,7 @@ def main() -> None:
     model = VAE(GaussianPrior(LATENT)).eval()
     vamp_model = VAE(VampPrior(784, 500)).eval()  # K = 500 pseudo-inputs, as the paper
     xs = test_images(n_images)
-    means, logvar, scenes, source = run_scene(args.run, n_images) if args.run else synthetic_scene(n_images)
+    means, logvar, scenes, source, trained = run_scene(args.run, n_images) if args.run else synthetic_scene(n_images)
 
     def sample_pass_estimate(x):
         with torch.no_grad():
@@ -166,12 +172,17 @@ def main() -> None:
             log_w = s.log_weight(model.log_prior(s.z)).double()
         return torch.logsumexp(log_w, 0) - math.log(SAMPLES)
 
-    stats = {}  # bound -> [(kernels computed fraction, certified nats)] of every call
+    def trained_estimate(x):
+        return estimate_image(trained, x, SAMPLES, exemplar_bound=1e-3)
 
-    def prior(bound):
+    stats = {}  # path -> [(kernels computed fraction, certified nats)] of every call
+
+    def prior(path, bound, posterior=True):
         def fn(scene):
-            r = exemplar_log_prior(scene[1], scene[0], means, logvar, bound=bound)
-            stats.setdefault(bound, []).append((r.computed_fraction, r.certified))
+            centre, z, post_logvar = scene
+            post_logvar = post_logvar if posterior else None
+            r = exemplar_log_prior(z, centre, means, logvar, bound=bound, posterior_logvar=post_logvar)
+            stats.setdefault(path, []).append((r.computed_fraction, r.certified))
         return fn
 
     rows = []
@@ -181,15 +192,17 @@ def main() -> None:
             ("gaussian", "one-level fast path", lambda x: estimate_image(model, x, SAMPLES), list(xs)),
             ("gaussian", "sample_pass", sample_pass_estimate, list(xs)),
             ("vampprior", "one-level fast path", lambda x: estimate_image(vamp_model, x, SAMPLES), list(xs)),
-            ("exemplar log-prior", "exact", prior(None), scenes),
-            ("exemplar log-prior", "certified 1e-3", prior(1e-3), scenes),
+            ("exemplar log-prior", "exact", prior("exact", None), scenes),
+            ("exemplar log-prior", "certified 1e-3", prior("certified 1e-3", 1e-3), scenes),
+            ("exemplar log-prior", "certified 1e-3 iso", prior("certified 1e-3 iso", 1e-3, posterior=False), scenes),
         ]
+        if trained is not None:
+            cases.append(("exemplar (trained)", "certified 1e-3", trained_estimate, list(xs)))
         for what, path, fn, items in cases:
             rate = time_per_image(fn, items)
-            bound = None if path == "exact" else 1e-3
             extra = ""
-            if what.startswith("exemplar"):
-                computed, certified = np.array(stats.pop(bound)).T
+            if what == "exemplar log-prior":
+                computed, certified = np.array(stats.pop(path)).T
                 extra = f"kernels computed {computed.mean():.1%} (mean), certified <= {certified.max():.1e} nats"
             rows.append({"what": what, "path": path, "threads": t, "images_per_second": rate, "note": extra})
             print(f"{what:20s} {path:22s} threads {t}  {rate:7.2f} images/s  {extra}", flush=True)

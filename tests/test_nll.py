@@ -122,6 +122,17 @@ def test_one_level_estimate_does_not_depend_on_the_chunk_size():
     assert max(values) - min(values) < 1e-4
 
 
+def test_estimate_hands_the_prior_the_image_posterior():
+    # the certified exemplar bound is shaped by the posterior's log-variance: estimate_image must pass it
+    model = small_model(VAE, "gaussian")
+    x = (torch.rand(784, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    seen, evaluate = {}, model.prior.evaluation_log_prob
+    model.prior.evaluation_log_prob = lambda z, encoder, **kw: seen.update(kw) or evaluate(z, encoder, **kw)
+    estimate_image(model, x, 20)
+    mean, logvar = model.encode(x.reshape(1, -1))
+    assert torch.equal(seen["centre"], mean[0]) and torch.equal(seen["posterior_logvar"], logvar[0])
+
+
 # --- the clamped Bernoulli likelihood from logits ----------------------------------------------------
 
 
@@ -300,6 +311,41 @@ def test_certified_bound_is_honest_when_it_binds():
     assert got.computed_fraction < 1.0
 
 
+def anisotropic_scene(n=3000, s=500, d=40, spread=1.0, active_std=0.1, seed=0):
+    """A trained model's posterior: the first half of the dimensions inactive (posterior std 1, every exemplar
+    mean ~0 there), the rest active (small posterior std, exemplar means spread out). Returns the posterior's
+    log-variance too."""
+    g = torch.Generator().manual_seed(seed)
+    half = d // 2
+    means = torch.cat([0.01 * torch.randn(n, half, generator=g), 3.0 + spread * torch.randn(n, d - half, generator=g)], 1)
+    centre = torch.cat([torch.zeros(half), means[0, half:] + 0.1 * torch.randn(d - half, generator=g)])
+    std = torch.cat([torch.ones(half), torch.full((d - half,), active_std)])
+    return centre + std * torch.randn(s, d, generator=g), centre, means, 2 * std.log()
+
+
+def test_mahalanobis_bound_skips_more_on_an_anisotropic_posterior():
+    z, centre, means, post_logvar = anisotropic_scene()
+    isotropic, _ = check_certified(z, centre, means, math.log(0.5), 1e-3, cols=128)
+    got, _ = check_certified(z, centre, means, math.log(0.5), 1e-3, cols=128, posterior_logvar=post_logvar)
+    assert got.computed_fraction < 0.5 * isotropic.computed_fraction  # the inactive dimensions cost nothing
+    assert 0 < got.certified <= 1e-3
+
+
+def test_mahalanobis_bound_is_honest_when_it_binds():
+    # a generous bound in 10 dimensions, the prior kernels wide: the skipped mass is substantial
+    z, centre, means, post_logvar = anisotropic_scene(n=4000, s=300, d=10, active_std=0.3, seed=1)
+    got, err = check_certified(z, centre, means, 0.0, 0.5, cols=64, posterior_logvar=post_logvar)
+    assert err.max() > 1e-3
+    assert got.computed_fraction < 1.0
+
+
+def test_exact_mode_does_not_use_the_posterior_logvar():
+    z, centre, means, post_logvar = anisotropic_scene(n=800, s=100)
+    exact = exemplar_log_prior(z, centre, means, 0.0)
+    got = exemplar_log_prior(z, centre, means, 0.0, posterior_logvar=post_logvar)
+    assert torch.equal(got.log_prob, exact.log_prob) and got.computed_fraction == 1.0
+
+
 def test_zero_bound_is_exact():
     z, centre, means = scene(n=800, s=100)
     exact = exemplar_log_prior(z, centre, means, 0.0).log_prob
@@ -314,6 +360,8 @@ def test_exemplar_log_prior_rejects_bad_input():
         exemplar_log_prior(z, centre, means, 0.0, bound=-1.0)
     with pytest.raises(ValueError, match="expected z"):
         exemplar_log_prior(z[:, :3], centre, means, 0.0)
+    with pytest.raises(ValueError, match="posterior_logvar"):
+        exemplar_log_prior(z, centre, means, 0.0, bound=0.1, posterior_logvar=centre[:3])
 
 
 # --- end to end on a model trained briefly on the embedded subset -----------------------------------
@@ -350,7 +398,8 @@ def test_certified_nll_is_within_its_bound_of_the_exact_one(trained_run, tmp_pat
         trained_run, tmp_path / "b.json", samples=200, max_images=5, exemplar_bound=1e-3, progress=False
     )
     assert pruned["certified_bound"]["max"] <= 1e-3
-    assert 0 <= pruned["nll"] - exact["nll"] <= pruned["certified_bound"]["mean"] + 1e-6
+    # the pruned walk visits exemplars in another order: float32 rounding differs by ~1e-8 nats
+    assert -1e-6 <= pruned["nll"] - exact["nll"] <= pruned["certified_bound"]["mean"] + 1e-6
     assert exact["certified_bound"]["max"] == 0.0
 
 

@@ -100,7 +100,7 @@ def estimate_image(
             latents.append(s.z)
         z = torch.cat(latents)
     encoder = prior_encoder or _OnceEncoder(model.encode)
-    prior = model.prior.evaluation_log_prob(z, encoder, centre=mean[0], bound=exemplar_bound)
+    prior = model.prior.evaluation_log_prob(z, encoder, centre=mean[0], bound=exemplar_bound, posterior_logvar=logvar[0])
     log_w = torch.cat(rest).double() + prior.log_prob
     log_px = float(torch.logsumexp(log_w, 0)) - math.log(samples)
     return ImageEstimate(log_px, float(log_w.mean()), prior.certified, prior.computed_fraction)

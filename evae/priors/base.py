@@ -46,13 +46,18 @@ class Prior(nn.Module):
     prunable = False  # whether evaluation_log_prob can skip components within a certified ``bound``
 
     def evaluation_log_prob(
-        self, z: torch.Tensor, encoder: Encoder, centre: torch.Tensor | None = None, bound: float | None = None
+        self,
+        z: torch.Tensor,
+        encoder: Encoder,
+        centre: torch.Tensor | None = None,
+        bound: float | None = None,
+        posterior_logvar: torch.Tensor | None = None,
     ) -> PriorEvaluation:
         """log p(z) in float64 for the many samples ``z`` [S, D] of one image's evaluation (no leave-one-out).
 
-        ``centre`` is the image's posterior mean; ``bound`` (nats) lets a ``prunable`` prior skip components
-        certified to change log p(z) by at most that much. Default: ``log_prob``, exact, ``centre`` and
-        ``bound`` unused.
+        ``centre`` and ``posterior_logvar`` [D] are the image's posterior mean and log-variance; ``bound``
+        (nats) lets a ``prunable`` prior skip components certified to change log p(z) by at most that much
+        (the posterior's shape tightens the certificate). Default: ``log_prob``, exact, the rest unused.
         """
         return PriorEvaluation(self.log_prob(z, encoder).double())
 

@@ -99,11 +99,14 @@ class ExemplarPrior(Prior):
             return self._log_prob_exact(z, encoder, index)
         return self._log_prob_knn(z, encoder, index)
 
-    def evaluation_log_prob(self, z, encoder, centre=None, bound=None) -> PriorEvaluation:
-        """All N cached means, centred on ``centre`` (the image's posterior mean), exact or certified to ``bound``."""
+    def evaluation_log_prob(self, z, encoder, centre=None, bound=None, posterior_logvar=None) -> PriorEvaluation:
+        """All N cached means, centred on ``centre`` (the image's posterior mean), exact or certified to ``bound``
+        (tighter with the posterior's ``posterior_logvar``)."""
         if centre is None:
             raise ValueError("the exemplar prior's evaluation is centred on the image's posterior mean: pass centre")
-        return exemplar_log_prior(z, centre, self.cached_means, self.logvar.detach(), bound=bound)
+        return exemplar_log_prior(
+            z, centre, self.cached_means, self.logvar.detach(), bound=bound, posterior_logvar=posterior_logvar
+        )
 
     def component_scale(self) -> float:
         return float(self.logvar.detach().mul(0.5).exp())
