@@ -11,10 +11,10 @@ an image; samples are drawn ``chunk`` at a time to bound memory.
   own ``reparameterize`` (the random numbers ``sample_pass`` on the S-times repeated image would use,
   and independent of ``chunk``) and decoded ``chunk`` at a time, the clamped Bernoulli likelihood
   taken from the logits (``log_bernoulli_one_image``).
-* Other models: ``model.sample_pass`` on the image repeated ``chunk`` times (every density as the
-  model defines it; the random stream then depends on ``chunk``, which the result records).
-* log p(z_s): ``prior.evaluation_log_prob`` (float64), centred on the image's posterior mean, with the
-  encoder outputs of pseudo-inputs computed once. The exemplar prior (all N cached means, no LOO) is
+* Other models: ``model.sample_passes``, ``chunk`` samples at a time: the image's x-paths once, then every
+  density as the model defines it (the random stream depends on ``chunk``, which the result records).
+* log p(z_s): ``prior.evaluation_log_prob`` (float64), given the image's posterior mean and log-variance,
+  with the encoder outputs of pseudo-inputs computed once. The exemplar prior (all N cached means, no LOO) is
   exact, or with ``exemplar_bound`` certified to that many nats: the estimate is then a lower bound on
   the exact IW estimate within the certified bound (each image's log p(x) estimate lies in
   [returned, returned + certified]). Other priors are exact.
@@ -100,7 +100,8 @@ def estimate_image(
             latents.append(s.z)
         z = torch.cat(latents)
     encoder = prior_encoder or _OnceEncoder(model.encode)
-    prior = model.prior.evaluation_log_prob(z, encoder, centre=mean[0], bound=exemplar_bound, posterior_logvar=logvar[0])
+    prior = model.prior.evaluation_log_prob(z, encoder, centre=mean[0], bound=exemplar_bound,
+                                            posterior_logvar=logvar[0])
     log_w = torch.cat(rest).double() + prior.log_prob
     log_px = float(torch.logsumexp(log_w, 0)) - math.log(samples)
     return ImageEstimate(log_px, float(log_w.mean()), prior.certified, prior.computed_fraction)
