@@ -58,6 +58,7 @@ REPO = Path(__file__).resolve().parent.parent
 PRIORS = (("gaussian", "-"), ("vampprior", "-"), ("exemplar", "knn"), ("exemplar", "exact"))
 ARCHS = ("vae", "hvae", "convhvae")
 TRAINED_RUN = REPO / "results" / "reduced" / "runs" / "mnist" / "vae" / "exemplar" / "seed0"
+PHASES = ("binarisation", "forward", "backward", "optimiser")
 MATRIX_PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_backward"}
 BATCH = 100
 
@@ -86,7 +87,8 @@ def trained_weights(run_dir: Path) -> dict:
 
     run = load_run(run_dir, device="cpu")
     if run.cfg.architecture != "vae" or run.cfg.prior != "exemplar":
-        raise SystemExit(f"--trained needs an MLP VAE exemplar-prior run; {run_dir} is {run.cfg.architecture}/{run.cfg.prior}")
+        raise SystemExit(f"--trained needs an MLP VAE exemplar-prior run; {run_dir} is "
+                         f"{run.cfg.architecture}/{run.cfg.prior}")
     return run.model.state_dict()
 
 
@@ -170,12 +172,12 @@ def step_profile(cfg: TrainConfig, train_x, steps: int) -> dict:
         optimizer.step()
         t4 = time.perf_counter()
         if phases is not None:
-            for name, dt in zip(("binarisation", "forward", "backward", "optimiser"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                phases[name] += 1e3 * dt / steps
+            for name, seconds in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                phases[name] += 1e3 * seconds / steps
 
     for _ in range(5):
         step()
-    phases = dict.fromkeys(("binarisation", "forward", "backward", "optimiser"), 0.0)
+    phases = dict.fromkeys(PHASES, 0.0)
     for _ in range(steps):
         step(phases)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -200,7 +202,7 @@ def compile_probe(cfg: TrainConfig, train_x, steps: int) -> dict:
 
 
 def print_profile(profile: dict, row: dict, gemm: float, threads: int, compiled: dict | None, steps_per_epoch: int):
-    step_ms = sum(profile[k] for k in ("binarisation", "forward", "backward", "optimiser"))
+    step_ms = sum(profile[k] for k in PHASES)
     mm = profile["matrix_products"]
     print(f"\nwhere a vae Gaussian-prior step goes ({threads} thread): {step_ms:.2f} ms = binarisation "
           f"{profile['binarisation']:.2f} + forward {profile['forward']:.2f} + backward {profile['backward']:.2f} "
@@ -231,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-images", type=int, default=50_000)
     p.add_argument("--val-images", type=int, default=10_000)
     p.add_argument("--steps", type=int, default=100, help="timed training steps per configuration (0: whole epoch)")
-    p.add_argument("--exact-steps", type=int, default=5, help="timed steps in exact exemplar mode (always extrapolated)")
+    p.add_argument("--exact-steps", type=int, default=5,
+                   help="timed steps in exact exemplar mode (always extrapolated)")
     p.add_argument("--threads", help="comma-separated torch thread counts (default 1,2; 1 with --quick)")
     p.add_argument("--archs", default=",".join(ARCHS))
     p.add_argument("--priors", default=",".join(f"{a}:{b}" if b != "-" else a for a, b in PRIORS),
@@ -264,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for arch in args.archs.split(","):
         for prior, mode in priors:
-            starts = ["init", "trained"] if (arch, prior, weights is not None) == ("vae", "exemplar", True) else ["init"]
+            trained = (arch, prior) == ("vae", "exemplar") and weights is not None
+            starts = ["init", "trained"] if trained else ["init"]
             for start in starts:
                 for t in threads:
                     cfg = TrainConfig(architecture=arch, prior=prior, exemplar_mode="exact" if mode == "-" else mode,
@@ -304,11 +308,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         limit = {"vampprior": 3.0, "exemplar": 3.5}[r["prior"]]
         work = r["step_gflop"] / base[(r["arch"], r["threads"])]["step_gflop"]
-        print(f"  {r['arch']} {r['prior']} {r['mode']} ({r['start']}) epoch / Gaussian epoch: {r['ratio_to_gaussian']:.2f} "
+        print(f"  {r['arch']} {r['prior']} {r['mode']} ({r['start']}) epoch / Gaussian epoch: "
+              f"{r['ratio_to_gaussian']:.2f} "
               f"(target <= {limit}: {'met' if r['ratio_to_gaussian'] <= limit else 'NOT met'}; its step does "
               f"{work:.1f}x the Gaussian step's matrix products)")
         if r["prior"] == "exemplar":
-            print(f"  {r['arch']} exemplar ({r['start']}) validation / Gaussian validation: {r['val_ratio_to_gaussian']:.2f} "
+            print(f"  {r['arch']} exemplar ({r['start']}) validation / Gaussian validation: "
+                  f"{r['val_ratio_to_gaussian']:.2f} "
                   f"(target <= 1.5: {'met' if r['val_ratio_to_gaussian'] <= 1.5 else 'NOT met'})")
 
     profile = compiled = None

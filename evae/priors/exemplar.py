@@ -14,10 +14,10 @@ mu is the model's own encoder mean; s^2 is one learned scalar. Three ways to eva
   neighbours are retrieved while training so that leaving oneself out still leaves k. The search
   is one matrix product and ``smallest_k`` in torch: exact, on the model's device, and on one CPU
   thread several times faster than faiss ``IndexFlatL2`` for 100 queries over 50,000 means.
-* evaluation (``model.eval()``): all N cached means, no LOO, 1/N in float64 (``isotropic_mixture_log_prob``: tiled
-  matrix products and an online log-sum-exp); for the many
-  samples of the test NLL, ``evaluation_log_prob`` (``exemplar_logprior``: exact, or certified to a
-  bound in nats).
+* evaluation (``model.eval()``): all N cached means, no LOO, 1/N, in float64
+  (``isotropic_mixture_log_prob``: tiled matrix products, an online log-sum-exp); for the many samples
+  of the test NLL, ``evaluation_log_prob`` (``exemplar_logprior``: exact, or certified to a bound in
+  nats).
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class ExemplarPrior(Prior):
         self._means = torch.cat(
             [encoder(self.exemplars[i : i + self.encode_batch])[0] for i in range(0, self.num_exemplars, self.encode_batch)]
         )
-        self._search = torch.cat([-2 * self._means, (self._means * self._means).sum(-1, keepdim=True)], 1).T.contiguous()
+        sq_norms = (self._means * self._means).sum(-1, keepdim=True)
+        self._search = torch.cat([-2 * self._means, sq_norms], 1).T.contiguous()
 
     @property
     def cached_means(self) -> torch.Tensor:

@@ -23,10 +23,11 @@ def isotropic_log_kernel(z: torch.Tensor, means: torch.Tensor, logvar: torch.Ten
 def diagonal_mixture_log_prob(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
     """log (1/K) sum_k N(z_b; means_k, diag(exp(logvars_k))) for every row of ``z`` [B, D]: [B], float64.
 
-    With w_k = exp(-logvars_k), each exponent -|z - m_k|^2_w / 2 is expanded as -z^2.w_k / 2 + z.(m_k w_k) - m_k^2.w_k / 2,
-    so the [B, K] kernel is one [B, 2D] x [2D, K] matrix product instead of a [B, K, D] tensor (whose elementwise
-    passes, forward and backward, made the VampPrior's training step 3x slower). Float64, because the expanded terms
-    are large where variances are small and cancel; differentiable (the VampPrior trains through it).
+    With w_k = exp(-logvars_k), each exponent -|z - m_k|^2_w / 2 is expanded as
+    -z^2.w_k / 2 + z.(m_k w_k) - m_k^2.w_k / 2, so the [B, K] kernel is one [B, 2D] x [2D, K] matrix product
+    instead of a [B, K, D] tensor (whose elementwise passes, forward and backward, made the VampPrior's training
+    step 3x slower). Float64, because the expanded terms are large where variances are small and cancel;
+    differentiable (the VampPrior trains through it).
     """
     z64, m, lv = z.double(), means.double(), logvars.double()
     w = torch.exp(-lv)
