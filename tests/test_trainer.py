@@ -109,8 +109,9 @@ def test_short_run_on_embedded_subset_lowers_validation_loss(tmp_path):
 # --- resuming ------------------------------------------------------------------------------------------
 
 
-def test_resume_after_clean_stop_with_max_epochs_raised(tmp_path):
-    cfg = tiny(prior="exemplar", exemplar_subset=0.5, max_epochs=2)
+@pytest.mark.parametrize("mode", ["exact", "knn"])
+def test_resume_after_clean_stop_with_max_epochs_raised(tmp_path, mode):
+    cfg = tiny(prior="exemplar", exemplar_mode=mode, exemplar_subset=0.5, max_epochs=2)
     first = train(cfg, tmp_path / "resumed", progress=False)
     assert first["epochs_trained"] == 2
     again = train(cfg, tmp_path / "resumed", progress=False)  # finished: nothing to do
