@@ -14,7 +14,7 @@ The table says which figures are extrapolated. Data: real MNIST from the dataset
 Where a run starts matters for the exemplar modes: from initialisation the retrieved neighbours of a
 minibatch overlap far more than in a trained latent space. So the MLP VAE's exemplar modes are timed a
 second time from the weights of the committed MNIST exemplar run (``--trained``; start "trained"), and
-every row says how many images a step encodes besides its minibatch ("enc/step": the VampPrior's
+every row says how many images its prior has the encoder encode in a step ("enc/step": the VampPrior's
 pseudo-inputs, the distinct retrieved neighbours, the distinct exemplars of exact mode). "GF/step" is the
 matrix-product work of a step, forward and backward (``torch.utils.flop_counter``), and "% GEMM" the rate
 the steps reach in those terms as a share of the host's GEMM rate.
@@ -52,7 +52,7 @@ from evae.models import build_model
 from evae.provenance import environment, set_threads
 from evae.train.optim import make_optimizer
 from evae.train.loop import evaluate_elbo, train_epoch
-from host import describe, host
+from host import describe, gemm_gflops, host
 
 REPO = Path(__file__).resolve().parent.parent
 PRIORS = (("gaussian", "-"), ("vampprior", "-"), ("exemplar", "knn"), ("exemplar", "exact"))
@@ -92,15 +92,19 @@ def trained_weights(run_dir: Path) -> dict:
     return run.model.state_dict()
 
 
-class CountingEncoder:
-    """The model's encoder, counting the images it encodes."""
+class CountingPrior:
+    """Stands in for ``prior.log_prob`` and counts the images the prior has the encoder encode (pseudo-inputs,
+    retrieved neighbours, exemplars)."""
 
-    def __init__(self, encode):
-        self.encode, self.images = encode, 0
+    def __init__(self, log_prob):
+        self.log_prob, self.images = log_prob, 0
 
-    def __call__(self, x):
-        self.images += len(x)
-        return self.encode(x)
+    def __call__(self, z, encoder, index=None):
+        def counted(x):
+            self.images += len(x)
+            return encoder(x)
+
+        return self.log_prob(z, counted, index=index)
 
 
 def fresh(cfg: TrainConfig, train_x, weights: dict | None = None):
@@ -118,16 +122,16 @@ def fresh(cfg: TrainConfig, train_x, weights: dict | None = None):
 
 def measure(cfg: TrainConfig, train_x, val_x, steps: int | None, weights: dict | None = None) -> dict:
     """Time ``steps`` training steps (None: a whole epoch) and the per-epoch refresh and validation; count the
-    matrix-product FLOPs of a step and the images it encodes besides its minibatch."""
+    matrix-product FLOPs of a step and the images its prior encodes."""
     model, optimizer = fresh(cfg, train_x, weights)
     shuffle = torch.Generator().manual_seed(1)
     steps_per_epoch = -(-len(train_x) // cfg.batch_size)
     train_epoch(model, optimizer, train_x, cfg.batch_size, 0.5, shuffle, 1, max_steps=1)  # warm-up
-    model.encode = counter = CountingEncoder(model.encode)
+    model.prior.log_prob = counter = CountingPrior(model.prior.log_prob)
     t0 = time.perf_counter()
     timed = train_epoch(model, optimizer, train_x, cfg.batch_size, 0.5, shuffle, 1, max_steps=steps)
     steps_seconds = time.perf_counter() - t0
-    del model.encode
+    del model.prior.log_prob
     flop_steps = 2  # right after the timed ones (the neighbours' overlap drifts early in training)
     with FlopCounterMode(display=False) as flops:
         train_epoch(model, optimizer, train_x, cfg.batch_size, 0.5, shuffle, 1, max_steps=flop_steps)
@@ -148,7 +152,7 @@ def measure(cfg: TrainConfig, train_x, val_x, steps: int | None, weights: dict |
         "refresh_seconds": t2 - t1,
         "val_seconds": t3 - t2,
         "step_gflop": flops.get_total_flops() / flop_steps / 1e9,
-        "encoded_per_step": counter.images / n_timed - cfg.batch_size,
+        "encoded_per_step": counter.images / n_timed,
     }
 
 
@@ -204,7 +208,8 @@ def compile_probe(cfg: TrainConfig, train_x, steps: int) -> dict:
 def print_profile(profile: dict, row: dict, gemm: float, threads: int, compiled: dict | None, steps_per_epoch: int):
     step_ms = sum(profile[k] for k in PHASES)
     mm = profile["matrix_products"]
-    print(f"\nwhere a vae Gaussian-prior step goes ({threads} thread): {step_ms:.2f} ms = binarisation "
+    print(f"\nwhere a vae Gaussian-prior step goes ({threads} thread; GEMM rate measured again now: {gemm:.0f} "
+          f"GFLOP/s): {step_ms:.2f} ms = binarisation "
           f"{profile['binarisation']:.2f} + forward {profile['forward']:.2f} + backward {profile['backward']:.2f} "
           f"+ optimiser {profile['optimiser']:.2f}")
     print(f"  matrix products (forward and backward, torch profiler): {mm:.2f} ms for {row['step_gflop']:.3f} GFLOP, "
@@ -300,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     print("x gauss: epoch / Gaussian-prior epoch of the same model and threads. GEMM-GF: epoch seconds x this "
           "host's fp32 GEMM GFLOP/s on the same threads (divide by your machine's rate to predict its seconds). "
           "GF/step: matrix-product GFLOP of a training step (forward and backward); % GEMM: the steps' rate in those "
-          "terms as a share of the GEMM rate. enc/step: images encoded per step besides the minibatch.")
+          "terms as a share of the GEMM rate. enc/step: images the prior encodes per step.")
 
     print("\ntargets (one thread):")
     for r in rows:
@@ -321,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     if "vae" in args.archs.split(",") and ("vae", min(threads)) in base:
         cfg = TrainConfig(architecture="vae", prior="gaussian", threads=min(threads), device="cpu")
         profile = step_profile(cfg, train_x, 10 if args.quick else 100)
+        profile["gemm_gflops"] = gemm_gflops(min(threads), n=1024 if args.quick else 2048)  # the host's rate drifts
         compiled = compile_probe(cfg, train_x, 10 if args.quick else 100) if args.compile else None
-        print_profile(profile, base[("vae", min(threads))], machine["gemm"]["gflops"][min(threads)], min(threads),
+        print_profile(profile, base[("vae", min(threads))], profile["gemm_gflops"], min(threads),
                       compiled, -(-len(train_x) // BATCH))
     if args.quick:
         print("QUICK MODE: fewer images and steps than the real benchmark; the figures only show that it runs.")

@@ -63,7 +63,7 @@ def test_train_epoch_output_starts_with_the_host_and_ends_with_host_independent_
     gaussian, knn = (line.split() for line in table[2:4])  # columns 9-11: epoch s, x gauss, GEMM-GF
     assert gaussian[:4] == ["vae", "gaussian", "-", "init"] and float(gaussian[10]) == 1.0
     assert knn[:4] == ["vae", "exemplar", "knn", "init"] and float(knn[10]) > 1.0
-    assert float(gaussian[14]) == 0 and float(knn[14]) > 10  # images encoded per step besides the minibatch
+    assert float(gaussian[14]) == 0 and float(knn[14]) > 10  # images the prior encodes per step
     rate = float(lines[1].split("1 thread ")[1].split(" ")[0].rstrip(","))
     for row in (gaussian, knn):  # GEMM-GF = epoch seconds x the one-thread GEMM rate, both as printed
         rounding = 0.005 * rate + 0.5  # epoch seconds are printed to 0.01 s, GEMM-GF to whole GFLOP
