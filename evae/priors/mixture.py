@@ -25,9 +25,8 @@ def diagonal_mixture_log_prob(z: torch.Tensor, means: torch.Tensor, logvars: tor
 
     With w_k = exp(-logvars_k), each exponent -|z - m_k|^2_w / 2 is expanded as
     -z^2.w_k / 2 + z.(m_k w_k) - m_k^2.w_k / 2, so the [B, K] kernel is one [B, 2D] x [2D, K] matrix product
-    instead of a [B, K, D] tensor (whose elementwise passes, forward and backward, made the VampPrior's training
-    step 3x slower). Float64, because the expanded terms are large where variances are small and cancel;
-    differentiable (the VampPrior trains through it).
+    instead of a [B, K, D] tensor and its many elementwise passes, forward and backward. Float64, because the
+    expanded terms are large where variances are small and cancel; differentiable (the VampPrior trains through it).
     """
     z64, m, lv = z.double(), means.double(), logvars.double()
     w = torch.exp(-lv)
