@@ -40,7 +40,7 @@ def fast_logsumexp(logits: torch.Tensor) -> torch.Tensor:
     it minus 700 (changing the sum by less than 1e-300 of it), so that ``exp`` never enters the subnormal
     range, where it runs ~10x slower on a CPU (``torch.logsumexp``: 3x slower overall for far components)."""
     top = logits.detach().amax(-1, keepdim=True)
-    return top.squeeze(-1) + (logits - top).clamp_min(-700.0).exp().sum(-1).log()
+    return top.squeeze(-1) + (logits - top).clamp_min_(-700.0).exp_().sum(-1).log()
 
 
 def uniform_mixture(log_kernel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
