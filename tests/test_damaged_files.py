@@ -117,20 +117,19 @@ def test_damaged_config_stops_augment(copy, capsys, how):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("how", DAMAGES)
-def test_damaged_metrics_stop_the_training_curves(copy, how):
-    damage(copy / "run" / "metrics.csv", how)
-    with pytest.raises(DamagedFileError, match=str(copy / "run" / "metrics.csv")):
-        figures.training_curves([copy / "run" / "summary.json"], copy / "curves.png")
-    assert not (copy / "curves.png").exists()
+FIGURES = {  # a figure's input that gets damaged, and how to draw the figure into ``out``
+    "run/metrics.csv": lambda copy, out: figures.training_curves([copy / "run" / "summary.json"], out),
+    "eval/knn.json": lambda copy, out: figures.knn_error_vs_k([copy / "eval" / "knn.json"], out),
+}
 
 
 @pytest.mark.parametrize("how", DAMAGES)
-def test_damaged_evaluation_json_stops_the_figure(copy, how):
-    damage(copy / "eval" / "knn.json", how)
-    with pytest.raises(DamagedFileError, match=str(copy / "eval" / "knn.json")):
-        figures.knn_error_vs_k([copy / "eval" / "knn.json"], copy / "knn.png")
-    assert not (copy / "knn.png").exists()
+@pytest.mark.parametrize("damaged", FIGURES)
+def test_a_damaged_input_stops_its_figure(copy, how, damaged):
+    damage(copy / damaged, how)
+    with pytest.raises(DamagedFileError, match=str(copy / damaged)):
+        FIGURES[damaged](copy, copy / "figure.png")
+    assert not (copy / "figure.png").exists()
 
 
 @pytest.mark.parametrize("how", DAMAGES)
