@@ -212,23 +212,20 @@ def compile_probe(cfg: TrainConfig, train_x, steps: int) -> dict:
 
 
 def print_profile(profile: dict, row: dict, gemm: float, threads: int, compiled: dict | None, steps_per_epoch: int):
-    step_ms = sum(profile[k] for k in PHASES)
-    mm = profile["matrix_products"]
+    step_ms, mm, gflop = sum(profile[k] for k in PHASES), profile["matrix_products"], row["step_gflop"]
+    mm_share, step_share = gflop / mm * 1e3 / gemm, gflop / step_ms * 1e3 / gemm  # rates as shares of the GEMM rate
     print(f"\nwhere a vae Gaussian-prior step goes ({threads} thread; GEMM rate measured again now: {gemm:.0f} "
           f"GFLOP/s): {step_ms:.2f} ms = binarisation "
           f"{profile['binarisation']:.2f} + forward {profile['forward']:.2f} + backward {profile['backward']:.2f} "
           f"+ optimiser {profile['optimiser']:.2f}")
-    print(f"  matrix products (forward and backward, torch profiler): {mm:.2f} ms for {row['step_gflop']:.3f} GFLOP, "
-          f"{row['step_gflop'] / mm * 1e3:.0f} GFLOP/s = {row['step_gflop'] / mm * 1e3 / gemm:.0%} of the "
-          f"{gemm:.0f} GFLOP/s GEMM rate")
+    print(f"  matrix products (forward and backward, torch profiler): {mm:.2f} ms for {gflop:.3f} GFLOP, "
+          f"{mm_share * gemm:.0f} GFLOP/s = {mm_share:.0%} of the {gemm:.0f} GFLOP/s GEMM rate")
     print(f"  the rest: {step_ms - mm:.2f} ms: the optimiser's {profile['optimiser']:.2f} (per-tensor norms and "
           "division, fused Adam: memory-bound passes over 1.1M parameters and their two moments), binarisation, and "
           "the elementwise work of gated layers, log-densities and autograd")
-    share = row["step_gflop"] / step_ms * 1e3 / gemm
-    print(f"  the step: {row['step_gflop'] / step_ms * 1e3:.0f} GFLOP/s = {share:.0%} of the GEMM rate "
-          f"(target >= 75 %: {'met' if share >= 0.75 else 'NOT met'}); with no other work at all it would run at its "
-          f"matrix products' own {row['step_gflop'] / mm * 1e3 / gemm:.0%}: batch-100 products are smaller than the "
-          "rate's 2048 x 2048 ones")
+    print(f"  the step: {step_share * gemm:.0f} GFLOP/s = {step_share:.0%} of the GEMM rate "
+          f"(target >= 75 %: {'met' if step_share >= 0.75 else 'NOT met'}); with no other work at all it would run at "
+          f"its matrix products' own {mm_share:.0%}: batch-100 products are smaller than the rate's 2048 x 2048 ones")
     if compiled is not None:
         gain = step_ms - compiled["step_ms"]
         verdict = (f"pays back after {compiled['first_step_seconds'] / (gain * steps_per_epoch / 1e3):.1f} epochs"
