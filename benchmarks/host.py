@@ -11,35 +11,15 @@ GEMM GFLOP/s) seconds.
 from __future__ import annotations
 
 import os
-import time
 
 import torch
 
-from evae.provenance import cpu
+from evae.provenance import cpu, gemm_gflops
 
 
 def all_cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def gemm_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` float32 GFLOP/s of an n x n by n x n ``torch.mm`` on ``threads`` torch threads
-    (2 n^3 floating-point operations a product); torch's thread count is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        g = torch.Generator().manual_seed(0)
-        a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-        torch.mm(a, b)  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(before)
-    return 2 * n**3 / best / 1e9
 
 
 def host(threads: tuple[int, ...] = (), n: int = 2048, repeats: int = 5) -> dict:

@@ -52,10 +52,10 @@ from evae.config import TrainConfig
 from evae.data import dynamic_binarize
 from evae.io import write_json
 from evae.models import build_model
-from evae.provenance import environment, set_threads
+from evae.provenance import environment, gemm_gflops, set_threads
 from evae.train.optim import make_optimizer
 from evae.train.loop import evaluate_elbo, train_epoch
-from host import describe, gemm_gflops, host
+from host import describe, host
 
 REPO = Path(__file__).resolve().parent.parent
 PRIORS = (("gaussian", "-"), ("vampprior", "-"), ("exemplar", "knn"), ("exemplar", "exact"))

@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,6 +47,26 @@ def cpu() -> dict:
     except OSError:  # not Linux: the model from platform, no flags
         pass
     return {"model": model, "cores": os.cpu_count(), "isa": sorted(flags & {"avx2", "avx512f", "amx_tile"})}
+
+
+def gemm_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-``repeats`` float32 GFLOP/s of an n x n by n x n ``torch.mm`` on ``threads`` torch threads
+    (2 n^3 floating-point operations a product); torch's thread count is restored afterwards. It draws
+    from its own generator, so the global RNG is untouched."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+        torch.mm(a, b)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return 2 * n**3 / best / 1e9
 
 
 def environment(device: torch.device | str | None = None) -> dict:

@@ -30,7 +30,8 @@ from evae.priors import prior_names
 
 RESULTS = "results"
 # Each profile's label in tables and figures: anything but the paper protocol is not comparable with the paper
-KIND = {"paper": "paper protocol", "reduced": "REDUCED BUDGET", "smoke": "SMOKE"}
+KIND = {"paper": "paper protocol", "mnist_full": "FULL PROTOCOL, MNIST MLP, exemplar kNN-trained",
+        "reduced": "REDUCED BUDGET", "smoke": "SMOKE"}
 
 
 def figure_label(profile: str) -> str | None:

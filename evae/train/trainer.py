@@ -41,7 +41,7 @@ from evae import runs
 from evae.config import ConfigError, TrainConfig
 from evae.data import ImageDataset
 from evae.models import build_model
-from evae.provenance import pick_device, set_threads
+from evae.provenance import environment, gemm_gflops, pick_device, set_threads
 from evae.runs import BEST, METRIC_COLUMNS, SUMMARY, TIMING_COLUMNS
 from evae.train import loop
 from evae.train.optim import make_optimizer
@@ -77,7 +77,8 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
     model = build_model(cfg, train_x, data.image_shape).to(device)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     shuffle = torch.Generator().manual_seed(cfg.seed + 1)
-    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "timing": [], "wall": 0.0}
+    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "timing": [], "wall": 0.0,
+             "segments": []}
 
     checkpoint = runs.load_checkpoint(out, cfg)
     if checkpoint is not None:
@@ -87,6 +88,11 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
         log.info("%s: resuming after epoch %d", out, state["epoch"])
         runs.write_tables(out, state["history"], state["timing"])  # a kill after the checkpoint must not lose a row
     runs.write_config(out, cfg)
+    segment = _segment(state["epoch"] + 1, device, cfg.threads)
+    state["segments"].append(segment)
+    log.info("%s: segment %d from epoch %d on %s (%s), fp32 GEMM %.0f GFLOP/s on %d thread(s), commit %s", out,
+             len(state["segments"]), segment["first_epoch"], segment["device"], segment["device_name"],
+             segment["gemm_gflops"], cfg.threads, segment["git_commit"])
 
     model.prior.refresh(model.encode)
     stopped = "max_epochs"
@@ -99,6 +105,7 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
         row, seconds = loop.run_epoch(model, optimizer, train_x, val_x, cfg.batch_size, cfg.eval_batch_size, beta,
                                       shuffle, epoch, binary=data.binary, progress=progress)
         state["wall"] += seconds["epoch_seconds"]
+        segment["last_epoch"], segment["wall_seconds"] = epoch, segment["wall_seconds"] + seconds["epoch_seconds"]
         state["history"].append({"epoch": epoch, **row})
         state["timing"].append({"epoch": epoch, **seconds, "wall_seconds": state["wall"]})
         state["epoch"] = epoch
@@ -126,11 +133,24 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
         "best_val_loss": state["best_val"],
         "stopped": stopped,
         "train_seconds": state["wall"],
+        "segments": state["segments"],
         "prior": model.prior.describe(),
         **runs.provenance(data, device),
     }
     runs.write_summary(out, summary)
     return summary
+
+
+def _segment(first_epoch: int, device: torch.device, threads: int) -> dict:
+    """One stretch of training in one process: where and with which code it ran (``last_epoch`` and
+    ``wall_seconds`` advance with each completed epoch; a process killed before its first epoch leaves none)."""
+    env = environment(device)
+    return {
+        "first_epoch": first_epoch, "last_epoch": None, "wall_seconds": 0.0, "started_utc": env["utc"],
+        "git_commit": env["git_commit"], "host": env["host"], "cpu": env["cpu"], "device": env["device"],
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else env["cpu"]["model"],
+        "torch": str(env["torch"]), "torch_threads": threads, "gemm_gflops": gemm_gflops(threads),
+    }
 
 
 def _checkpoint(cfg, model, optimizer, shuffle, state) -> dict:
@@ -158,4 +178,7 @@ def _restore(ckpt, model, optimizer, shuffle) -> dict:
     state = dict(ckpt["state"])
     state["history"] = [dict(zip(METRIC_COLUMNS, row)) for row in ckpt["history"]]
     state["timing"] = [dict(zip(TIMING_COLUMNS, row)) for row in ckpt["timing"]]
+    if "segments" not in state:  # a checkpoint written before runs recorded their segments
+        state["segments"] = [{"first_epoch": 1, "last_epoch": state["epoch"], "wall_seconds": state["wall"],
+                              "git_commit": "not recorded"}]
     return state
