@@ -66,6 +66,21 @@ def cmd_augment(args) -> None:
     print(f"{args.out}: test error {r['test_error']:.2f}% (validation {r['val_error']:.2f}%)")
 
 
+def cmd_status(args) -> None:
+    from evae.status import format_progress, run_progress
+    from evae.study import Study, load_config
+
+    study = Study(load_config(args.base, *args.configfile))
+    progress = [run_progress(study.run_dir(run), study.train_config(run.dataset, run.architecture, run.prior, run.seed),
+                             key=run.key) for run in study.runs]
+    if args.resumable:
+        print("\n".join(f"{study.run_dir(run)}/checkpoint.pt" for run, p in zip(study.runs, progress)
+                        if p.state == "unfinished"))
+    else:
+        print(f"{study.profile} study ({study.label}), {study.root}/runs:")
+        print(format_progress(progress))
+
+
 def _threads(p) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch and faiss threads (default 1)")
 
@@ -115,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     _threads(p)
     p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("status", help="how far each training run of a study has come (reads, never writes)")
+    p.add_argument("--configfile", nargs="+", default=[], metavar="FILE",
+                   help="the study's config files, merged over --base as Snakemake does (e.g. config/mnist_full.yaml)")
+    p.add_argument("--base", default="config/config.yaml", help="the base config (default: config/config.yaml)")
+    p.add_argument("--resumable", action="store_true",
+                   help="print only the checkpoint.pt of each unfinished run, one a line (to commit with git add -f)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
         "record-checksums",
