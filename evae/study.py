@@ -272,10 +272,12 @@ class Study:
     def table_targets(self) -> list[str]:
         return [f"{self.root}/tables/{t}.{ext}" for t in self.tables() for ext in ("csv", "md")]
 
+    def dataset_figure_targets(self, dataset: str) -> list[str]:
+        """The figures drawn of ``dataset``."""
+        return [f"{self.root}/figures/{name}_{dataset}.png" for name in self.dataset_figures(dataset)]
+
     def figure_targets(self) -> list[str]:
-        per_dataset = [
-            f"{self.root}/figures/{name}_{d}.png" for d in self.config["figures"]["datasets"] for name in self.dataset_figures(d)
-        ]
+        per_dataset = [t for d in self.config["figures"]["datasets"] for t in self.dataset_figure_targets(d)]
         return per_dataset + [f"{self.root}/figures/{name}.png" for name in self.STUDY_FIGURES]
 
     def all_targets(self) -> list[str]:

@@ -1,15 +1,20 @@
-"""Sample figures: decoder means by default, draws on request, stand-in data named in the title."""
+"""Sample figures: decoder means by default, draws on request, stand-in data named in the title and caption."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import jinja2
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.text import Text
 
 from evae.config import TrainConfig
+from evae.data.registry import get_spec
 from evae.report import figures
 from evae.train.trainer import train
+from tests.conftest import REPO
 
 TINY = {
     "mnist_subset": dict(architecture="vae", max_train_images=200, max_val_images=50),
@@ -71,3 +76,20 @@ def test_colour_figures_name_the_stand_in_and_show_mean_levels(runs, drawn, tmp_
     assert not np.isin(samples, np.arange(256) / 255).all()  # mean levels, not drawn levels
     text = drawn[0]["text"]
     assert "STAND-IN: synthetic faces, not CelebA" in text and "decoder means" in text and "SMOKE" in text
+
+
+CAPTIONS = {"model_figure": "tsne", "unconditional_samples": None}
+
+
+@pytest.mark.parametrize("caption", sorted(CAPTIONS))
+@pytest.mark.parametrize("dataset", ["omniglot_raw28", "celeba_standin", "celeba_sample", "mnist_subset"])
+def test_captions_say_what_stand_in_data_are_as_the_registry_does(caption, dataset):
+    """The rules pass the registry's ``stand_in`` (common.smk: stand_in) as ``params.stand_in``; a dataset's name
+    says nothing (omniglot_raw28 is a stand-in, celeba_sample is real CelebA)."""
+    what = get_spec(dataset).stand_in
+    snakemake = SimpleNamespace(wildcards=SimpleNamespace(dataset=dataset, figure=CAPTIONS[caption]),
+                                params=SimpleNamespace(stand_in=what))
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)  # as Snakemake's report renders captions
+    text = env.from_string((REPO / "workflow" / "report" / f"{caption}.rst").read_text()).render(snakemake=snakemake)
+    note = f". STAND-IN data: {dataset} is {what}."  # a sentence of its own
+    assert (note in text) if what else ("STAND-IN" not in text)

@@ -17,6 +17,7 @@ rule model_figure:
         ks=FIG["prior_comparison_ks"],
         seed=FIG["seed"],
         profile=PROFILE,
+        stand_in=stand_in,
     wildcard_constraints:
         figure="exemplar_samples|interpolations|tsne|prior_comparison",
     log:
@@ -47,6 +48,7 @@ rule unconditional_samples:
     params:
         seed=FIG["seed"],
         profile=PROFILE,
+        stand_in=stand_in,
     log:
         f"logs/{PROFILE}/figures/unconditional_samples_{{dataset}}.log",
     benchmark:
