@@ -239,13 +239,13 @@ class Study:
 
     # -- outputs ---------------------------------------------------------------------------------
 
-    SAMPLE_FIGURES = ("exemplar_samples", "unconditional_samples")
+    SAMPLE_FIGURES = ("exemplar_samples", "unconditional_samples", "cyclic_generation")
     PER_DATASET_FIGURES = (*SAMPLE_FIGURES, "interpolations", "tsne", "prior_comparison")
     STUDY_FIGURES = ("training_curves", "knn_error_vs_k")
 
     def dataset_figures(self, dataset: str) -> tuple[str, ...]:
-        """Every figure of a binary dataset; the samples of a colour one (the paper shows only samples of
-        CelebA, whose images have no classes for a t-SNE)."""
+        """Every figure of a binary dataset; the sample figures (exemplar-conditioned, unconditional, cyclic) of a
+        colour one (the paper shows only samples of CelebA, whose images have no classes for a t-SNE)."""
         return self.PER_DATASET_FIGURES if DATASETS[dataset].binary else self.SAMPLE_FIGURES
 
     @staticmethod
