@@ -239,13 +239,13 @@ class Study:
 
     # -- outputs ---------------------------------------------------------------------------------
 
-    SAMPLE_FIGURES = ("exemplar_samples", "unconditional_samples")
+    SAMPLE_FIGURES = ("exemplar_samples", "unconditional_samples", "cyclic_generation")
     PER_DATASET_FIGURES = (*SAMPLE_FIGURES, "interpolations", "tsne", "prior_comparison")
     STUDY_FIGURES = ("training_curves", "knn_error_vs_k")
 
     def dataset_figures(self, dataset: str) -> tuple[str, ...]:
-        """Every figure of a binary dataset; the samples of a colour one (the paper shows only samples of
-        CelebA, whose images have no classes for a t-SNE)."""
+        """Every figure of a binary dataset; the sample figures (exemplar-conditioned, unconditional, cyclic) of a
+        colour one (the paper shows only samples of CelebA, whose images have no classes for a t-SNE)."""
         return self.PER_DATASET_FIGURES if DATASETS[dataset].binary else self.SAMPLE_FIGURES
 
     @staticmethod
@@ -272,10 +272,12 @@ class Study:
     def table_targets(self) -> list[str]:
         return [f"{self.root}/tables/{t}.{ext}" for t in self.tables() for ext in ("csv", "md")]
 
+    def dataset_figure_targets(self, dataset: str) -> list[str]:
+        """The figures drawn of ``dataset``."""
+        return [f"{self.root}/figures/{name}_{dataset}.png" for name in self.dataset_figures(dataset)]
+
     def figure_targets(self) -> list[str]:
-        per_dataset = [
-            f"{self.root}/figures/{name}_{d}.png" for d in self.config["figures"]["datasets"] for name in self.dataset_figures(d)
-        ]
+        per_dataset = [t for d in self.config["figures"]["datasets"] for t in self.dataset_figure_targets(d)]
         return per_dataset + [f"{self.root}/figures/{name}.png" for name in self.STUDY_FIGURES]
 
     def all_targets(self) -> list[str]:

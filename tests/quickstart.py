@@ -11,6 +11,7 @@ project installed (the venv the Quickstart made).
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
@@ -53,6 +54,26 @@ def report_problems(html: str, workdir: Path, targets: list[str]) -> list[str]:
     return problems
 
 
+def caption_problems(html: str, study) -> list[str]:
+    """Figures whose caption in the report does not say what stand-in data are (the registry's ``stand_in``), or
+    calls the paper's data a stand-in."""
+    from evae.data.registry import get_spec
+
+    start = html.index("var results = {") + len("var results = ")  # Snakemake's JSON: path -> name, caption, ...
+    results = json.JSONDecoder().raw_decode(html, start)[0]
+    problems = []
+    for dataset in study.config["figures"]["datasets"]:
+        what = get_spec(dataset).stand_in
+        note = f"STAND-IN data: {dataset} is {what}."
+        for target in study.dataset_figure_targets(dataset):
+            caption = results.get(target, {}).get("caption", "")
+            if what and note not in caption:
+                problems.append(f"{target}: its caption in {REPORT} does not say '{note}'")
+            elif not what and "STAND-IN" in caption:
+                problems.append(f"{target}: its caption in {REPORT} calls {dataset} a stand-in")
+    return problems
+
+
 def _base64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
@@ -91,6 +112,7 @@ def check(workdir: Path) -> int:
     html = (workdir / REPORT).read_text()
     datasets = {run.dataset for run in study.runs}
     problems = report_problems(html, workdir, targets) + table_problems(workdir, targets, datasets)
+    problems += caption_problems(html, study)
     problems += rerun_problems(workdir)
     for line in problems:
         print(f"FAILED {line}")

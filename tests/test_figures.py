@@ -1,15 +1,27 @@
-"""Sample figures: decoder means by default, draws on request, stand-in data named in the title."""
+"""Sample figures: decoder means by default, draws on request, stand-in data named in the title and caption;
+cyclic generation's chains."""
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
+import jinja2
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import torch
 from matplotlib.text import Text
 
+from baselines.gaussian import GaussianPrior
 from evae.config import TrainConfig
+from evae.data.registry import get_spec
+from evae.models.base import LatentVariableModel
+from evae.models.celeba import ConvVAE64
+from evae.priors.exemplar import ExemplarPrior
 from evae.report import figures
 from evae.train.trainer import train
+from tests.conftest import REPO
 
 TINY = {
     "mnist_subset": dict(architecture="vae", max_train_images=200, max_val_images=50),
@@ -23,10 +35,10 @@ GENERATED = {
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One briefly trained Gaussian-prior run per dataset: name -> run folder."""
+    """One briefly trained exemplar-prior run per dataset: name -> run folder."""
     out = {}
     for dataset, settings in TINY.items():
-        cfg = TrainConfig(dataset=dataset, prior="gaussian", max_epochs=1, warmup_epochs=1, device="cpu", **settings)
+        cfg = TrainConfig(dataset=dataset, prior="exemplar", max_epochs=1, warmup_epochs=1, device="cpu", **settings)
         out[dataset] = tmp_path_factory.mktemp(dataset)
         train(cfg, out[dataset], progress=False)
     return out
@@ -71,3 +83,96 @@ def test_colour_figures_name_the_stand_in_and_show_mean_levels(runs, drawn, tmp_
     assert not np.isin(samples, np.arange(256) / 255).all()  # mean levels, not drawn levels
     text = drawn[0]["text"]
     assert "STAND-IN: synthetic faces, not CelebA" in text and "decoder means" in text and "SMOKE" in text
+
+
+class KnownMaps(LatentVariableModel):
+    """Images of 4 pixels, encoder mean 2x - 1, decoder mean sigmoid(z); records what each is given."""
+
+    latent_dim = 4
+
+    def __init__(self, prior):
+        super().__init__(prior, image_shape=(1, 2, 2))
+        self.encoded, self.decoded = [], []
+
+    def encode(self, x):
+        self.encoded.append(x.clone())
+        return 2 * x - 1, torch.zeros_like(x)
+
+    def decode(self, z):
+        self.decoded.append(z.clone())
+        return torch.sigmoid(z)
+
+
+class KnownLevels(KnownMaps):
+    """`KnownMaps` encoding pixel levels 0..255, as the colour models do."""
+
+    def as_input(self, images):
+        return images * 255
+
+
+def known_maps(scale: float = 0.3, model_class=KnownMaps) -> KnownMaps:
+    """A `KnownMaps` model with an exemplar prior of learned kernel scale ``scale``."""
+    prior = ExemplarPrior(torch.rand(5, 4))
+    prior.logvar.data.fill_(2 * math.log(scale))
+    return model_class(prior)
+
+
+@pytest.mark.parametrize("model_class, levels", [(KnownMaps, 1), (KnownLevels, 255)])
+def test_cyclic_chains_feed_each_decoder_mean_back_and_draw_from_the_learned_kernel(model_class, levels):
+    model, n, steps = known_maps(0.3, model_class), 3, 4
+    chains = figures.cyclic_chains(model, steps, n, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the same draws, in the order the chain makes them
+    assert chains.shape == (n, steps + 1, 4)
+    assert torch.equal(chains[:, 0], torch.rand(n, 4, generator=g))  # uniform noise first
+    for t in range(steps):
+        assert torch.equal(model.encoded[t], chains[:, t] * levels)  # each step's exemplar is the image before it
+        z = 2 * model.encoded[t] - 1 + 0.3 * torch.randn(n, 4, generator=g)  # its encoder mean + s * eps
+        assert torch.allclose(model.decoded[t], z, atol=1e-5)
+        assert torch.equal(chains[:, t + 1], torch.sigmoid(model.decoded[t]))  # the decoder mean, not a draw
+    assert len(model.encoded) == steps
+
+
+def test_colour_models_take_decoded_images_back_as_pixel_levels():
+    model = ConvVAE64(GaussianPrior(4), latent_dim=4, hidden=2)
+    assert torch.equal(model.as_input(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([0.0, 127.5, 255.0]))
+
+
+def test_cyclic_chains_are_reproducible_from_the_seed():
+    model = known_maps()
+    draw = lambda seed: figures.cyclic_chains(model, 3, 2, torch.Generator().manual_seed(seed))  # noqa: E731
+    assert torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))
+
+
+def test_cyclic_chains_need_an_exemplar_kernel():
+    with pytest.raises(ValueError, match="GaussianPrior does not have: use an exemplar-prior model"):
+        figures.cyclic_chains(KnownMaps(GaussianPrior(4)), 3, 2, torch.Generator())
+
+
+@pytest.mark.parametrize("dataset", sorted(TINY))
+def test_cyclic_generation_shows_each_chain_from_its_noise(dataset, runs, drawn, tmp_path):
+    figures.cyclic_generation(runs[dataset], tmp_path / "f.png", chains=3, steps=4, budget="SMOKE")
+    ((grid,),) = [fig["grids"] for fig in drawn]
+    size = get_spec(dataset).image_shape[1] + 1  # a cell and its gap
+    assert grid.shape[:2] == (3 * size + 1, (4 + 2) * size + 1)  # per chain: noise, blank, 4 steps
+    noise, blank, steps = grid[:, 1 : size], grid[:, size + 1 : 2 * size], grid[:, 2 * size + 1 :]
+    assert noise.std() > 0.2 and np.all(blank == (0.0 if grid.ndim == 2 else 1.0))
+    assert not np.isin(steps, [0.0, 1.0]).all() and 0 <= steps.min() and steps.max() <= 1  # means, not draws
+    assert "cyclic generation" in drawn[0]["text"] and "SMOKE" in drawn[0]["text"]
+    assert ("STAND-IN" in drawn[0]["text"]) == (get_spec(dataset).stand_in is not None)
+
+
+CAPTIONS = {"model_figure": "tsne", "unconditional_samples": None, "cyclic_generation": None}
+
+
+@pytest.mark.parametrize("caption", sorted(CAPTIONS))
+@pytest.mark.parametrize("dataset", ["omniglot_raw28", "celeba_standin", "celeba_sample", "mnist_subset"])
+def test_captions_say_what_stand_in_data_are_as_the_registry_does(caption, dataset):
+    """The rules pass the registry's ``stand_in`` (common.smk: stand_in) as ``params.stand_in``; a dataset's name
+    says nothing (omniglot_raw28 is a stand-in, celeba_sample is real CelebA)."""
+    what = get_spec(dataset).stand_in
+    snakemake = SimpleNamespace(wildcards=SimpleNamespace(dataset=dataset, figure=CAPTIONS[caption]),
+                                params=SimpleNamespace(stand_in=what))
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)  # as Snakemake's report renders captions
+    text = env.from_string((REPO / "workflow" / "report" / f"{caption}.rst").read_text()).render(snakemake=snakemake)
+    note = f". STAND-IN data: {dataset} is {what}."  # a sentence of its own
+    assert (note in text) if what else ("STAND-IN" not in text)

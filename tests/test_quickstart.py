@@ -6,12 +6,13 @@ empty folder and then `tests/quickstart.py check`; these tests check the pieces 
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
 
 from tests.conftest import REPO
-from tests.quickstart import _base64, quickstart_commands, report_problems, smoke_study, table_problems
+from tests.quickstart import _base64, caption_problems, quickstart_commands, report_problems, smoke_study, table_problems
 
 COMMANDS = quickstart_commands((REPO / "README.md").read_text())
 
@@ -44,7 +45,8 @@ def test_the_smoke_study_makes_the_stand_in_colour_figures_without_a_mirror():
     study = smoke_study(REPO)
     assert {run.dataset for run in study.runs if run.architecture == "convvae64"} == {"celeba_standin"}
     names = {target.rsplit("/", 1)[1] for target in study.all_targets()}
-    assert {"exemplar_samples_celeba_standin.png", "unconditional_samples_celeba_standin.png", "celeba.csv"} <= names
+    colour = {f"{name}_celeba_standin.png" for name in ("exemplar_samples", "unconditional_samples", "cyclic_generation")}
+    assert colour | {"celeba.csv"} <= names
 
 
 def test_report_problems_name_what_is_missing_or_not_embedded(tmp_path):
@@ -55,6 +57,23 @@ def test_report_problems_name_what_is_missing_or_not_embedded(tmp_path):
     targets = ["t/a.csv", "t/b.png", "t/c.md", "t/d.png"]
     assert report_problems(html, tmp_path, targets) == [
         "t/b.png: not embedded in report.html", "t/d.png: not made"
+    ]
+
+
+def test_caption_problems_want_the_registry_s_stand_in_note_on_stand_in_figures_only():
+    study = smoke_study(REPO)
+    note = "STAND-IN data: celeba_standin is synthetic faces, not CelebA."
+    captions = {t: f"<p>Samples.\n{note}</p>" for t in study.dataset_figure_targets("celeba_standin")}
+    captions |= {t: "<p>Samples.</p>" for t in study.dataset_figure_targets("mnist_subset")}
+    html = f"<script>var results = {json.dumps({t: {'caption': c} for t, c in captions.items()})};</script>"
+    assert caption_problems(html, study) == []
+    wrong = study.dataset_figure_targets("celeba_standin")[0]
+    captions[wrong] = "<p>Samples. STAND-IN data: celeba_standin is synthetic cartoon faces.</p>"
+    captions["results/smoke/figures/tsne_mnist_subset.png"] = f"<p>{note}</p>"
+    html = f"var results = {json.dumps({t: {'caption': c} for t, c in captions.items()})};"
+    assert caption_problems(html, study) == [
+        "results/smoke/figures/tsne_mnist_subset.png: its caption in report.html calls mnist_subset a stand-in",
+        f"{wrong}: its caption in report.html does not say '{note}'",
     ]
 
 

@@ -110,8 +110,8 @@ def test_a_colour_dataset_is_an_ordinary_dataset_of_the_study():
     assert study.table_inputs("celeba") == [study.eval_path(Run(*k.split("/")[:3], 0), "nll") for k in colour]
     assert not any("celeba" in t for t in study.table_inputs("nll"))
     figures = [t for t in study.all_targets() if "celeba_standin" in t]
-    assert figures == ["results/smoke/figures/exemplar_samples_celeba_standin.png",
-                       "results/smoke/figures/unconditional_samples_celeba_standin.png"]
+    assert figures == [f"results/smoke/figures/{name}_celeba_standin.png"
+                       for name in ("exemplar_samples", "unconditional_samples", "cyclic_generation")]
     off = copy.deepcopy(config)
     off["models"]["datasets"], off["figures"]["datasets"] = ["mnist_subset"], ["mnist_subset"]
     off["models"]["architectures"].remove("convvae64")

@@ -64,6 +64,11 @@ class LatentVariableModel(nn.Module):
         (lower latents drawn from their conditional prior)."""
         raise NotImplementedError
 
+    def as_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images on the scale ``decode`` returns ([0, 1]) as ``encode`` takes them: unchanged for the binary
+        models, whose inputs are gray levels in [0, 1]."""
+        return images
+
     def draw_images(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One image drawn from p(x | top latent ``z``), in [0, 1]: binary for the Bernoulli decoders."""
         means = self.decode(z)

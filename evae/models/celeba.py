@@ -18,7 +18,8 @@ Choices where method.md is silent (the authors' exploratory model leaves them op
   and pseudo-input batches that priors encode (their statistics enter the running averages);
   refresh and evaluation use the running averages (``model.eval()``).
 * ``decode`` returns the mean level of the discretized logistic divided by 255 (in [0, 1], as the
-  data are shown), ``draw_images`` a draw of it on the same scale.
+  data are shown), ``draw_images`` a draw of it on the same scale; ``as_input`` takes such images back
+  to levels (times 255) to be encoded again.
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ class ConvVAE64(LatentVariableModel):
 
     def decode(self, z):
         return discretized_logistic_mean(self._loc(z), self._pixel_log_scale()) / (LEVELS - 1)
+
+    def as_input(self, images):
+        return images * (LEVELS - 1)  # pixel levels 0..255
 
     def draw_images(self, z, generator=None):
         return discretized_logistic_draw(self._loc(z), self._pixel_log_scale(), generator) / (LEVELS - 1)

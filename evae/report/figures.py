@@ -107,6 +107,47 @@ def exemplar_samples(run_dir, out, seed: int = 0, n_exemplars: int = 8, per_exem
 
 
 @torch.no_grad()
+def cyclic_chains(model, steps: int, chains: int, generator: torch.Generator) -> torch.Tensor:
+    """Cyclic generation: ``chains`` chains of ``steps`` steps, each started from an image of uniform noise.
+
+    A step encodes the current image x, draws z ~ N(mu(x), s^2 I) from the exemplar kernel around its
+    encoder mean (s: the exemplar prior's learned kernel scale) and decodes z to its mean image, which is
+    the next step's exemplar: the decoder means (the Bernoulli means of the binary models), not images
+    drawn from the decoder. Returns [chains, steps + 1, P] images on the decoder's [0, 1] scale: the noise,
+    then each step's image. ``generator`` drives the noise and the kernel draws; the lower latent of
+    two-level models comes from the global torch RNG.
+    """
+    scale = model.prior.component_scale()
+    if scale is None:
+        raise ValueError(f"cyclic generation draws from the exemplar kernel N(mu(x), s^2 I), which the model's "
+                         f"{type(model.prior).__name__} does not have: use an exemplar-prior model")
+    device = next(model.parameters()).device
+    images = [torch.rand(chains, math.prod(model.image_shape), generator=generator).to(device)]
+    for _ in range(steps):
+        mean = model.encode(model.as_input(images[-1]))[0]
+        noise = torch.randn(mean.shape, generator=generator).to(device)
+        images.append(model.decode(mean + scale * noise))
+    return torch.stack(images, 1)
+
+
+@torch.no_grad()
+def cyclic_generation(run_dir, out, seed: int = 0, chains: int = 10, steps: int = 30, budget: str | None = None):
+    """Each row: one chain of `cyclic_chains`, its noise image (left, boxed by a gap), then its ``steps`` images."""
+    run = runs.load_run(run_dir)
+    torch.manual_seed(seed)  # two-level models draw z1 given z2
+    images = cyclic_chains(run.model, steps, chains, torch.Generator().manual_seed(seed))
+    cells = _as_images(images.reshape(chains * (steps + 1), -1), run.data.image_shape)
+    cells = cells.reshape(chains, steps + 1, *cells.shape[1:])
+    blank = np.zeros_like(cells[0, :1]) if cells.ndim == 4 else np.ones_like(cells[0, :1])
+    rows = [np.concatenate([chain[:1], blank, chain[1:]]) for chain in cells]
+    fig, ax = plt.subplots(figsize=(0.6 * (steps + 2), 0.6 * chains))
+    title = (f"cyclic generation: uniform noise | {steps} steps x -> decoder mean of z ~ N(mu(x), s^2 I), "
+             f"s = {run.model.prior.component_scale():.3g} ({_label(run)}){_budget_note(budget)}")
+    _show(ax, image_grid(np.concatenate(rows), steps + 2), title)
+    _save(fig, out)
+
+
+@torch.no_grad()
 def unconditional_samples(run_dirs, out, seed: int = 0, n: int = 64, budget: str | None = None, draws: bool = False):
     """Decoder means (or, with ``draws``, draws) of ``n`` prior samples from each run, one panel per run."""
     fig, axes = plt.subplots(1, len(run_dirs), figsize=(4 * len(run_dirs), 4.4), squeeze=False)

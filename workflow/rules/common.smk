@@ -1,4 +1,6 @@
-"""Input functions shared by the rules (Snakemake's lint wants functions apart from rules)."""
+"""Input and params functions shared by the rules (Snakemake's lint wants functions apart from rules)."""
+
+from evae.data.registry import get_spec
 
 
 def kept(paths):
@@ -23,3 +25,9 @@ def exemplar_run(wildcards):
 def figure_run(wildcards, prior="exemplar"):
     """The run a dataset's figures are drawn from."""
     return kept(f"{STUDY.run_dir(STUDY.figure_model(wildcards.dataset, prior))}/summary.json")
+
+
+def stand_in(wildcards):
+    """What a dataset's images are when they only stand in for the paper's (the registry's ``stand_in``; None
+    for the paper's own data): the figures' captions say so."""
+    return get_spec(wildcards.dataset).stand_in

@@ -17,6 +17,7 @@ rule model_figure:
         ks=FIG["prior_comparison_ks"],
         seed=FIG["seed"],
         profile=PROFILE,
+        stand_in=stand_in,
     wildcard_constraints:
         figure="exemplar_samples|interpolations|tsne|prior_comparison",
     log:
@@ -47,6 +48,7 @@ rule unconditional_samples:
     params:
         seed=FIG["seed"],
         profile=PROFILE,
+        stand_in=stand_in,
     log:
         f"logs/{PROFILE}/figures/unconditional_samples_{{dataset}}.log",
     benchmark:
@@ -59,6 +61,35 @@ rule unconditional_samples:
         ENV
     script:
         "../scripts/unconditional_samples.py"
+
+
+rule cyclic_generation:
+    """Chains of exemplar-conditioned generation from uniform noise, each image the next one's exemplar."""
+    input:
+        run=figure_run,
+    output:
+        report(
+            f"{ROOT}/figures/cyclic_generation_{{dataset}}.png",
+            caption="../report/cyclic_generation.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+    params:
+        seed=FIG["seed"],
+        profile=PROFILE,
+        stand_in=stand_in,
+    log:
+        f"logs/{PROFILE}/figures/cyclic_generation_{{dataset}}.log",
+    benchmark:
+        f"{ROOT}/benchmarks/figures/cyclic_generation_{{dataset}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: STUDY.figure_mem_mb(wildcards.dataset),
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/cyclic_generation.py"
 
 
 rule training_curves:
