@@ -17,7 +17,6 @@ rule table:
     params:
         kind=lambda wildcards: TABLES[wildcards.table],
         profile=PROFILE,
-        label=STUDY.label,
         stand_ins=STUDY.stand_ins(),
     wildcard_constraints:
         table="|".join(TABLES),
