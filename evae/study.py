@@ -282,6 +282,13 @@ class Study:
     def table_targets(self) -> list[str]:
         return [f"{self.root}/tables/{t}.{ext}" for t in self.tables() for ext in ("csv", "md")]
 
+    def claims_inputs(self) -> dict[str, list[str]]:
+        """The evaluation JSONs the claims table (`evae.report.claims`) tests the paper's claims on, by kind."""
+        return {kind: self.table_inputs(kind) for kind in ("nll", "knn", "augmentation")}
+
+    def claims_targets(self) -> list[str]:
+        return [f"{self.root}/tables/claims.{ext}" for ext in ("csv", "md")]
+
     def figure_targets(self) -> list[str]:
         per_dataset = [
             f"{self.root}/figures/{name}_{d}.png" for d in self.config["figures"]["datasets"] for name in self.dataset_figures(d)
@@ -289,7 +296,7 @@ class Study:
         return per_dataset + [f"{self.root}/figures/{name}.png" for name in self.STUDY_FIGURES]
 
     def all_targets(self) -> list[str]:
-        return self.table_targets() + self.figure_targets()
+        return self.table_targets() + self.claims_targets() + self.figure_targets()
 
     # -- consistency -----------------------------------------------------------------------------
 
