@@ -234,7 +234,8 @@ def provenance(data: ImageDataset, device: torch.device | str | None) -> dict:
 
 
 def run_provenance(run: Run) -> dict:
-    """The trained run a number comes from: its folder, config, config digest, epochs and checkpoint."""
+    """The trained run a number comes from: its folder, config, config digest, epochs, the segments it was trained
+    in (None for runs trained before runs recorded them) and checkpoint."""
     summary = run.summary
     return {
         "dir": str(run.dir),
@@ -245,6 +246,7 @@ def run_provenance(run: Run) -> dict:
         "epochs_trained": summary["epochs_trained"],
         "best_epoch": summary["best_epoch"],
         "stopped": summary["stopped"],
+        "segments": summary.get("segments"),
         "train_seed": summary["config"]["seed"],
     }
 

@@ -29,9 +29,19 @@ from evae.models.registry import ARCHITECTURES, get_architecture
 from evae.priors import prior_names
 
 RESULTS = "results"
-# Each profile's label in tables and figures: anything but the paper protocol is not comparable with the paper
+# Each profile's label in tables and figures
 KIND = {"paper": "paper protocol", "mnist_full": "FULL PROTOCOL, MNIST MLP, exemplar kNN-trained",
         "reduced": "REDUCED BUDGET", "smoke": "SMOKE"}
+# How each profile's numbers stand to the paper's: every table says so at its top (None: the paper's protocol)
+NOTICE = {
+    "paper": None,
+    "mnist_full": "Our numbers follow the paper's protocol, except that the exemplar prior trains in kNN mode (k = 10) "
+                  "instead of exact mode with M = N/2 (see `exemplar_training`).",
+    "reduced": "Our numbers come from a reduced-budget study (see `epochs_trained`, `n_seeds`, `exemplar_training`) "
+               "and are not comparable with the paper's.",
+    "smoke": "Our numbers come from a smoke study, tiny budgets on small or stand-in data (see `data_used`, "
+             "`epochs_trained`), and are not comparable with the paper's.",
+}
 
 
 def figure_label(profile: str) -> str | None:
@@ -276,12 +286,19 @@ class Study:
         """The figures drawn of ``dataset``."""
         return [f"{self.root}/figures/{name}_{dataset}.png" for name in self.dataset_figures(dataset)]
 
+    def claims_inputs(self) -> dict[str, list[str]]:
+        """The evaluation JSONs the claims table (`evae.report.claims`) tests the paper's claims on, by kind."""
+        return {kind: self.table_inputs(kind) for kind in ("nll", "knn", "augmentation")}
+
+    def claims_targets(self) -> list[str]:
+        return [f"{self.root}/tables/claims.{ext}" for ext in ("csv", "md")]
+
     def figure_targets(self) -> list[str]:
         per_dataset = [t for d in self.config["figures"]["datasets"] for t in self.dataset_figure_targets(d)]
         return per_dataset + [f"{self.root}/figures/{name}.png" for name in self.STUDY_FIGURES]
 
     def all_targets(self) -> list[str]:
-        return self.table_targets() + self.figure_targets()
+        return self.table_targets() + self.claims_targets() + self.figure_targets()
 
     # -- consistency -----------------------------------------------------------------------------
 

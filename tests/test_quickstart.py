@@ -81,10 +81,14 @@ def test_table_problems_want_smoke_labels_and_known_data(tmp_path):
     row = {"status": "off", "profile": "smoke", "data_used": "mnist_subset"}
     pd.DataFrame([row, {**row, "status": "not run", "profile": "", "data_used": ""}]).to_csv(tmp_path / "good.csv")
     pd.DataFrame([{**row, "data_used": "celeba_sample"}]).to_csv(tmp_path / "other.csv")
+    claim = {"verdict": "mixed", "profile": "smoke", "data_used": "mnist_subset"}
+    pd.DataFrame([claim, {**claim, "verdict": "not testable"}]).to_csv(tmp_path / "claims.csv")
+    pd.DataFrame([{**claim, "verdict": "not testable"}]).to_csv(tmp_path / "untested.csv")
     (tmp_path / "good.md").write_text("# nll table: reported vs reproduced (SMOKE)\n")
     (tmp_path / "bad.md").write_text("# nll table: reported vs reproduced (paper protocol)\n")
-    targets = ["good.csv", "other.csv", "good.md", "bad.md"]
+    targets = ["good.csv", "other.csv", "claims.csv", "untested.csv", "good.md", "bad.md"]
     assert table_problems(tmp_path, targets, {"mnist_subset", "celeba_standin"}) == [
         "other.csv: 1 reproduced rows, profiles ['smoke'], data used ['celeba_sample']",
+        "untested.csv: 0 reproduced rows, profiles [], data used []",
         "bad.md: the title does not say SMOKE",
     ]

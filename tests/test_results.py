@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from evae.report import claims
 from evae.report.tables import compile_table, to_markdown
 from evae.study import Study, load_config
 from tests.conftest import REPO
@@ -71,7 +72,18 @@ def test_committed_table_is_what_its_evaluation_jsons_compile_to(study, kind):
     assert study.tables()[kind] == kind
     recompiled = compile_table(kind, [REPO / t for t in study.table_inputs(kind)], REPORTED, study.profile)
     assert recompiled.to_csv(index=False) == (REDUCED / "tables" / f"{kind}.csv").read_text()
-    assert to_markdown(recompiled, kind, study.profile, study.label) == (REDUCED / "tables" / f"{kind}.md").read_text()
+    assert to_markdown(recompiled, kind, study.profile) == (REDUCED / "tables" / f"{kind}.md").read_text()
+
+
+def test_committed_claims_are_what_the_evaluation_jsons_compile_to_and_name_the_budget(study):
+    inputs = {kind: [REPO / p for p in paths] for kind, paths in study.claims_inputs().items()}
+    recompiled = claims.compile_claims(inputs, REPORTED, study.profile)
+    assert recompiled.to_csv(index=False) == (REDUCED / "tables" / "claims.csv").read_text()
+    markdown = (REDUCED / "tables" / "claims.md").read_text()
+    assert claims.to_markdown(recompiled, study.profile) == markdown
+    # every claim on both datasets, each tested on the one seed and labelled with the budget
+    assert len(recompiled) == len(claims.CLAIMS) * 2 and set(recompiled["n_seeds"]) == {1}
+    assert markdown.count("seed, REDUCED BUDGET) |") == len(recompiled)
 
 
 def test_every_committed_number_carries_its_provenance(study):

@@ -1,4 +1,5 @@
 TABLES = STUDY.tables()  # name -> kind
+CLAIMS_INPUTS = STUDY.claims_inputs()  # kind -> evaluation JSONs
 
 
 rule table:
@@ -17,7 +18,6 @@ rule table:
     params:
         kind=lambda wildcards: TABLES[wildcards.table],
         profile=PROFILE,
-        label=STUDY.label,
         stand_ins=STUDY.stand_ins(),
     wildcard_constraints:
         table="|".join(TABLES),
@@ -33,3 +33,33 @@ rule table:
         ENV
     script:
         "../scripts/table.py"
+
+
+rule claims:
+    """The paper's claims tested on the study's results: one row per claim, dataset and architecture."""
+    input:
+        **{kind: kept(paths) for kind, paths in CLAIMS_INPUTS.items()},
+        reported=kept(REPORTED),
+    output:
+        csv=report(
+            f"{ROOT}/tables/claims.csv",
+            caption="../report/claims.rst",
+            category="Tables",
+            labels={"table": "claims", "format": "csv"},
+        ),
+        md=f"{ROOT}/tables/claims.md",
+    params:
+        kinds=list(CLAIMS_INPUTS),
+        profile=PROFILE,
+    log:
+        f"logs/{PROFILE}/tables/claims.log",
+    benchmark:
+        f"{ROOT}/benchmarks/tables/claims.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/claims.py"

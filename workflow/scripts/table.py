@@ -8,4 +8,4 @@ with pipeline_job(snakemake):  # noqa: F821 (injected by Snakemake)
     name, p = snakemake.wildcards.table, snakemake.params  # noqa: F821
     table = compile_table(p.kind, list(snakemake.input.results), snakemake.input.reported, p.profile, name)  # noqa: F821
     write_text(snakemake.output.csv, table.to_csv(index=False))  # noqa: F821
-    write_text(snakemake.output.md, to_markdown(table, name, p.profile, p.label))  # noqa: F821
+    write_text(snakemake.output.md, to_markdown(table, name, p.profile))  # noqa: F821
