@@ -31,9 +31,9 @@ def pipeline_job(smk: Any) -> Iterator[None]:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    set_threads(smk.threads)
     log = logging.getLogger("evae.pipeline")
     log.info("job %s started: %d thread(s)", smk.rule, smk.threads)
+    set_threads(smk.threads)
     try:
         with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
             yield

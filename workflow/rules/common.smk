@@ -1,5 +1,7 @@
 """Input functions shared by the rules (Snakemake's lint wants functions apart from rules)."""
 
+from evae.provenance import uses_cuda
+
 
 def kept(paths):
     """Inputs of a profile whose results are committed to git count as up to date whatever their
@@ -23,3 +25,22 @@ def exemplar_run(wildcards):
 def figure_run(wildcards, prior="exemplar"):
     """The run a dataset's figures are drawn from."""
     return kept(f"{STUDY.run_dir(STUDY.figure_model(wildcards.dataset, prior))}/summary.json")
+
+
+def gpus(cfg):
+    """The ``gpu`` resource of a job that runs a model trained with ``cfg`` (evaluations compute on the device
+    of the run's config): 1 where it computes on CUDA, else 0 (workflow/Snakefile's docstring)."""
+    return int(uses_cuda(cfg.device))
+
+
+def figure_config(wildcards):
+    """The training config of the run a dataset's figures are drawn from."""
+    run = STUDY.figure_model(wildcards.dataset)
+    return STUDY.train_config(run.dataset, run.architecture, run.prior, run.seed)
+
+
+def augment_config(wildcards):
+    """The training config of the exemplar model that augments a dataset (the classifier computes on its device;
+    the baseline, without a model, on ``auto``'s)."""
+    run = STUDY.exemplar_model(wildcards.dataset)
+    return STUDY.train_config(run.dataset, run.architecture, run.prior, run.seed)
