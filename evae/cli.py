@@ -43,7 +43,7 @@ def cmd_nll(args) -> None:
     from evae.evaluate.nll import evaluate_nll
 
     r = evaluate_nll(args.run, args.out, samples=args.samples, chunk=args.chunk, exemplar_bound=args.bound,
-                     max_images=args.max_images, seed=args.seed, progress=not args.no_progress)
+                     max_images=args.max_images, seed=args.seed, progress=not args.no_progress, device=args.device)
     print(f"{args.out}: test NLL {r['nll']:.3f} +- {r['nll_stderr']:.3f} nats (S={r['samples']}, {r['images']} images, "
           f"{r['images_per_second']:.2f} images/s)")
 
@@ -51,7 +51,7 @@ def cmd_nll(args) -> None:
 def cmd_knn(args) -> None:
     from evae.evaluate.knn import knn_probe
 
-    r = knn_probe(args.run, args.out, ks=args.ks, pixel_baseline=not args.no_pixel)
+    r = knn_probe(args.run, args.out, ks=args.ks, pixel_baseline=not args.no_pixel, device=args.device)
     latent = r["latent"]
     print(f"{args.out}: latent kNN test error {latent['test_error']:.2f}% (k={latent['k']} chosen on validation)")
 
@@ -62,6 +62,7 @@ def cmd_augment(args) -> None:
     r = train_classifier(
         args.dataset, args.out, run_dir=args.run, hidden=args.hidden, epochs=args.epochs, seed=args.seed,
         noise_scale=args.noise_scale, max_train_images=args.max_train_images, progress=not args.no_progress,
+        device=args.device,
     )
     print(f"{args.out}: test error {r['test_error']:.2f}% (validation {r['val_error']:.2f}%)")
 
@@ -81,8 +82,11 @@ def cmd_status(args) -> None:
         print(format_progress(progress))
 
 
-def _threads(p) -> None:
+def _compute_options(p) -> None:
+    """Where an evaluation computes: threads and device."""
     p.add_argument("--threads", type=int, default=1, help="torch and faiss threads (default 1)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the run's config's; auto "
+                   "without a run)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=None, help="samples decoded per batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="periodic log lines instead of a progress bar")
-    _threads(p)
+    _compute_options(p)
     p.set_defaults(func=cmd_nll)
 
     p = sub.add_parser("knn", help="kNN classification error on encoder means (and pixels)")
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="JSON result")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5, 7, 9, 11, 13, 15], help="values of k")
     p.add_argument("--no-pixel", action="store_true", help="skip the pixel-space baseline")
-    _threads(p)
+    _compute_options(p)
     p.set_defaults(func=cmd_knn)
 
     p = sub.add_parser("augment", help="MLP classifier, with exemplar-VAE augmentation when --run is given")
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-scale", type=float, default=None, help="latent noise std (default: the prior's learned s)")
     p.add_argument("--max-train-images", type=int, default=None, help="only the first N training images")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
-    _threads(p)
+    _compute_options(p)
     p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("status", help="how far each training run of a study has come (reads, never writes)")

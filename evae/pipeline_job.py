@@ -6,7 +6,8 @@
 Output and logging go to the rule's log file, torch uses the rule's threads, and a failure is
 logged before Snakemake marks the job failed: a bad input (a damaged or unrecorded file, a file of
 another config, a missing file) as the one paragraph that says what to do, anything else with its
-traceback.
+traceback. The log starts with the job's rule and threads; a job that runs a model goes on with the
+device it chose (``evae.provenance.pick_device``: the GPU's name, or the CPU's model).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def pipeline_job(smk: Any) -> Iterator[None]:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    set_threads(smk.threads)
     log = logging.getLogger("evae.pipeline")
+    log.info("job %s started: %d thread(s)", smk.rule, smk.threads)
+    set_threads(smk.threads)
     try:
         with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
             yield

@@ -4,6 +4,7 @@ A run folder holds::
 
     config.yaml     the TrainConfig (rewritten at every start)
     checkpoint.pt   the state after the last completed epoch, to resume from
+    checkpoint.prev.pt  the checkpoint it replaced: resumed from, with a warning, when checkpoint.pt is damaged
     best.pt         the weights of the best validation epoch
     metrics.csv     one row per epoch (METRIC_COLUMNS); timing.csv: wall-clock seconds per epoch
     summary.json    written last, when the run has finished: config, digests, stop reason, provenance
@@ -40,6 +41,7 @@ from evae.provenance import environment, pick_device
 log = logging.getLogger(__name__)
 
 CHECKPOINT, BEST, SUMMARY, CONFIG = "checkpoint.pt", "best.pt", "summary.json", "config.yaml"
+PREVIOUS = "checkpoint.prev.pt"
 METRICS, TIMING = "metrics.csv", "timing.csv"
 METRIC_COLUMNS = ("epoch", "beta", "train_loss", "train_rec", "train_kl", "val_loss", "val_rec", "val_kl", "prior_variance")
 TIMING_COLUMNS = ("epoch", "steps_seconds", "eval_seconds", "epoch_seconds", "wall_seconds")
@@ -48,9 +50,10 @@ TIMING_COLUMNS = ("epoch", "steps_seconds", "eval_seconds", "epoch_seconds", "wa
 def _advice(path: Path) -> str:
     """What to do about a damaged file of a run folder."""
     run = path.parent
-    if path.name == CHECKPOINT:
-        return (f"No earlier training state is kept: delete {path} to train this run again from epoch 1 (same seed, "
-                "same result), or restore it from a good copy.")
+    if path.name in (CHECKPOINT, PREVIOUS):
+        return (f"No usable training state is left ({run / CHECKPOINT}, and {run / PREVIOUS}, the one it replaced, "
+                f"are damaged or missing): delete both to train this run again from epoch 1 (same seed, same "
+                "result), or restore them from a good copy.")
     if path.name == BEST:
         return (f"The best weights cannot be rebuilt from the other files: restore {path} from a good copy, or "
                 f"delete the run folder {run} and train the run again.")
@@ -88,14 +91,29 @@ def write_tables(out: Path, history: list[dict], timing: list[dict]) -> None:
 
 
 def save_epoch(out: Path, checkpoint: dict, history: list[dict], timing: list[dict], best: dict | None = None) -> None:
-    """An epoch's files, renamed in this order: the best weights (if ``best``), the checkpoint, the tables.
+    """An epoch's files, renamed in this order: the best weights (if ``best``), the checkpoint it replaces
+    (as ``checkpoint.prev.pt``, if it is sound), the checkpoint, the tables.
 
     The order keeps a kill harmless: a checkpoint never names a best epoch whose weights are not in
-    place, and tables lagging the checkpoint are rewritten from it on resume.
+    place, the previous checkpoint is in place before the new one replaces it, and tables lagging the
+    checkpoint are rewritten from it on resume.
     """
     best_file = [(out / BEST, checksums.torch_writer(best))] if best is not None else []
+    previous = _sound_checkpoint(out / CHECKPOINT)
+    previous_file = [(out / PREVIOUS, lambda tmp: tmp.write_bytes(previous))] if previous is not None else []
     checkpoint_file = (out / CHECKPOINT, checksums.torch_writer(checkpoint))
-    checksums.write_all([*best_file, checkpoint_file, *_tables(out, history, timing)])
+    checksums.write_all([*best_file, *previous_file, checkpoint_file, *_tables(out, history, timing)])
+
+
+def _sound_checkpoint(path: Path) -> bytes | None:
+    """The bytes of the checkpoint ``path`` if it exists and matches its record (a damaged one is not kept)."""
+    if not path.exists():
+        return None
+    try:
+        return checksums.read_bytes(path, "")
+    except checksums.DamagedFileError as err:
+        log.warning("%s It is not kept as %s.", str(err).rstrip(), PREVIOUS)
+        return None
 
 
 def best_weights(cfg: TrainConfig, model: torch.nn.Module, epoch: int, val_loss: float) -> dict:
@@ -142,15 +160,40 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def load_checkpoint(out: Path, cfg: TrainConfig) -> dict | None:
-    """The resume state in ``out`` (None when there is none), checked to come from ``cfg``'s trajectory."""
+    """The resume state in ``out`` (None when there is none), checked to come from ``cfg``'s trajectory; its
+    ``file`` names the file it was read from.
+
+    A damaged checkpoint.pt falls back, with a warning, to checkpoint.prev.pt (the checkpoint it replaced, one
+    epoch earlier); ``DamagedFileError`` when that is damaged or missing too. A deleted checkpoint.pt means
+    training again from epoch 1, as its advice says.
+    """
     path = out / CHECKPOINT
     if not path.exists():
         if checksums.is_recorded(path):
             log.warning("%s was deleted: training this run again from epoch 1", path)
         return None
-    ckpt = checksums.torch_load(path, _advice(path))
+    try:
+        ckpt = checksums.torch_load(path, "")
+    except checksums.DamagedFileError as err:
+        found, ckpt = str(err).rstrip(), _previous_checkpoint(out)
+        if ckpt is None:
+            raise type(err)(f"{found} {_advice(path)}") from None
+        path = out / PREVIOUS
+        log.warning("%s Resuming from %s instead (epoch %d): one epoch is trained again.", found, path,
+                    ckpt["state"]["epoch"])
     _same_trajectory(path, ckpt.get("trajectory_digest"), cfg)
-    return ckpt
+    return {**ckpt, "file": path.name}
+
+
+def _previous_checkpoint(out: Path) -> dict | None:
+    """checkpoint.prev.pt, verified and loaded; None when it is missing or damaged."""
+    path = out / PREVIOUS
+    if not path.exists():
+        return None
+    try:
+        return checksums.torch_load(path, _advice(path))
+    except checksums.DamagedFileError:
+        return None
 
 
 def verify(path: Path) -> None:
@@ -196,10 +239,11 @@ def load_data(cfg: TrainConfig) -> ImageDataset:
     return data
 
 
-def load_run(run_dir: str | Path, which: str = BEST, device: str = "auto", data: ImageDataset | None = None) -> Run:
+def load_run(run_dir: str | Path, which: str = BEST, device: str | None = None, data: ImageDataset | None = None) -> Run:
     """Rebuild a finished run's model (its best weights by default), in eval mode, prior refreshed.
 
-    ``run_dir`` is the run folder or its summary.json; ``data`` an already loaded dataset to build it with.
+    ``run_dir`` is the run folder or its summary.json; ``device`` the device to compute on (None: the run's
+    config's, ``auto`` unless the profile says otherwise); ``data`` an already loaded dataset to build it with.
     """
     run_dir = run_folder(run_dir)
     summary = read_summary(run_dir)
@@ -210,7 +254,7 @@ def load_run(run_dir: str | Path, which: str = BEST, device: str = "auto", data:
             f"{summary['config_digest']}): one was copied from another run. Delete the run folder {run_dir} and "
             "train the run again."
         )
-    dev = pick_device(device)
+    dev = pick_device(device or cfg.device)
     data = data if data is not None else load_data(cfg)
     model = build_model(cfg, torch.from_numpy(data.train).to(dev), data.image_shape).to(dev)
     path = run_dir / which

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from evae import checksums, runs
 from evae.checksums import DamagedFileError
@@ -19,6 +20,7 @@ from evae.cli import main
 from evae.config import TrainConfig
 from evae.evaluate.knn import knn_probe
 from evae.evaluate.nll import evaluate_nll
+from evae.io import torch_load
 from evae.pipeline_job import pipeline_job
 from evae.report import figures
 from evae.train.trainer import train
@@ -65,16 +67,37 @@ def assert_one_paragraph_naming(err: str, path: Path) -> None:
     assert err.strip().count("\n") == 0, err
 
 
+@pytest.mark.parametrize("previous", ("flip", "delete"))
 @pytest.mark.parametrize("how", ("flip", "truncate"))
-def test_damaged_checkpoint_stops_the_resume_before_any_epoch(copy, capsys, how):
+def test_damaged_checkpoint_and_previous_stop_the_resume_before_any_epoch(copy, capsys, how, previous):
     run = copy / "run"
     before = {n: (run / n).read_bytes() for n in ("metrics.csv", "summary.json")}
     damage(run / "checkpoint.pt", how)
+    damage(run / "checkpoint.prev.pt", previous)
     assert main(cli("train", "--out", str(run), "--no-progress", settings={**SETTINGS, "max_epochs": 3})) == 2
     err = capsys.readouterr().err
     assert_one_paragraph_naming(err, run / "checkpoint.pt")
-    assert "delete" in err and "epoch 1" in err
+    assert "delete" in err and "epoch 1" in err and "checkpoint.prev.pt" in err
     assert {n: (run / n).read_bytes() for n in before} == before  # nothing trained, nothing rewritten
+
+
+@pytest.mark.parametrize("how", ("flip", "truncate"))
+def test_damaged_checkpoint_costs_one_epoch_not_the_run(copy, tmp_path, caplog, how):
+    """checkpoint.prev.pt, the checkpoint of the epoch before, stands in: the run goes on from it and ends as an
+    uninterrupted run."""
+    run = copy / "run"
+    assert torch_load(run / "checkpoint.prev.pt")["state"]["epoch"] == 1
+    damage(run / "checkpoint.pt", how)
+    summary = train(TrainConfig(**{**SETTINGS, "max_epochs": 3}), run, progress=False)
+    assert f"Resuming from {run / 'checkpoint.prev.pt'} instead (epoch 1)" in caplog.text
+    assert summary["segments"][-1]["resumed_from"] == {"epoch": 1, "file": "checkpoint.prev.pt", "device": "cpu",
+                                                       "device_changed": False}
+    train(TrainConfig(**{**SETTINGS, "max_epochs": 3}), tmp_path / "straight", progress=False)
+    assert (run / "metrics.csv").read_bytes() == (tmp_path / "straight" / "metrics.csv").read_bytes()
+    for name in ("best.pt", "checkpoint.pt"):
+        a, b = (torch_load(d / name)["model"] for d in (run, tmp_path / "straight"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch_load(run / "checkpoint.prev.pt")["state"]["epoch"] == 2  # the damaged one was not kept
 
 
 def test_deleted_checkpoint_means_training_again_from_epoch_1(copy, caplog):
@@ -161,7 +184,7 @@ def test_legacy_folder_is_refused_until_recorded_after_the_fact(copy, capsys):
     assert f"python -m evae record-checksums {copy / 'run'}" in err
     assert main(["record-checksums", str(copy)]) == 0
     printed = capsys.readouterr().out
-    assert "6 recorded after the fact" in printed and "3 recorded after the fact" in printed
+    assert "7 recorded after the fact" in printed and "3 recorded after the fact" in printed
     assert main(["knn", "--run", str(copy / "run"), "--out", str(out), "--ks", "1", "--no-pixel"]) == 0
     entry = json.loads((copy / "run" / checksums.RECORD).read_text())["files"]["best.pt"]
     assert entry["recorded"] == "after the fact"

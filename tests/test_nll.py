@@ -385,7 +385,7 @@ def test_iw_nll_is_below_the_elbo_on_a_trained_model(trained_run, tmp_path):
     assert result["nll"] < result["neg_elbo"] - 1.0  # 300 samples buy more than a nat on a 2-epoch model
     # the estimator's ELBO agrees with the trainer's independent single-sample ELBO on the same images
     run = load_run(trained_run)
-    x = torch.from_numpy(run.data.test_binary[:images])
+    x = torch.from_numpy(run.data.test_binary[:images]).to(run.device)
     torch.manual_seed(0)
     trainer_elbo = np.mean([evaluate_elbo(run.model, x, images)["loss"] for _ in range(100)])
     assert result["neg_elbo"] == pytest.approx(trainer_elbo, abs=1.5)

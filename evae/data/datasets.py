@@ -74,8 +74,14 @@ def binarize_once(x: np.ndarray, seed: int, stream: int) -> np.ndarray:
 def dynamic_binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A fresh Bernoulli draw of a gray-level training batch (called once per minibatch): 1 where a uniform
     draw falls below the gray level. On a CPU these are exactly ``torch.bernoulli(x, generator=generator)``'s
-    draws (one float uniform per pixel, from the same stream), at about half its cost."""
-    return (torch.rand(x.shape, generator=generator, dtype=x.dtype) < x).to(x.dtype)
+    draws (one float uniform per pixel, from the same stream), at about half its cost.
+
+    The uniforms come from ``generator``'s device (the CPU for the trainer's, so the stream is the same
+    whatever device ``x`` is on) and only they travel to ``x``'s device: the images stay where they are.
+    """
+    device = generator.device if generator is not None else x.device
+    uniforms = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=device)
+    return (uniforms.to(x.device, non_blocking=True) < x).to(x.dtype)
 
 
 def load_dataset(

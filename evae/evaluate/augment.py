@@ -148,9 +148,10 @@ def train_classifier(
     noise_scale: float | None = None,
     max_train_images: int | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict:
     """Train the MLP on ``dataset`` (augmented by the exemplar model in ``run_dir``, a run folder or its
-    summary.json, if given); writes ``out``."""
+    summary.json, if given) on ``device`` (None: the run's config's, ``auto`` without a run); writes ``out``."""
     started = time.perf_counter()
     if hidden < 1 or epochs < 1:
         raise ValueError(f"hidden and epochs must be >= 1, got hidden={hidden}, epochs={epochs}")
@@ -164,8 +165,8 @@ def train_classifier(
         )
     data = load_dataset(dataset, **({"split_seed": run_cfg.split_seed} if run_cfg is not None else {}))
     torch.manual_seed(seed)  # classifier initialisation (and the lower latents an HVAE decoder draws)
-    run = runs.load_run(run_dir, data=data) if run_dir is not None else None
-    device = run.device if run is not None else pick_device("auto")
+    run = runs.load_run(run_dir, data=data, device=device) if run_dir is not None else None
+    device = run.device if run is not None else pick_device(device or "auto")
     n = len(data.train) if max_train_images is None else min(max_train_images, len(data.train))
     tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     train = tensor(data.train[:n]), tensor(data.train_labels[:n])

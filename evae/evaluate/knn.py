@@ -69,11 +69,13 @@ def probe(train, train_labels, val, val_labels, test, test_labels, ks=DEFAULT_KS
     }
 
 
-def knn_probe(run_dir: str | Path, out: str | Path, ks=DEFAULT_KS, pixel_baseline: bool = True) -> dict:
-    """kNN test error (%) on the encoder means of the run (folder or summary.json), and on raw pixels; writes ``out``."""
+def knn_probe(run_dir: str | Path, out: str | Path, ks=DEFAULT_KS, pixel_baseline: bool = True,
+              device: str | None = None) -> dict:
+    """kNN test error (%) on the encoder means of the run (folder or summary.json), and on raw pixels; writes ``out``.
+    The means are computed on ``device`` (None: the run's config's); the search runs on the CPU."""
     started = time.perf_counter()
     ks = _check_ks(ks)
-    run = runs.load_run(run_dir)
+    run = runs.load_run(run_dir, device=device)
     data = run.data
     splits = {name: getattr(data, name) for name in ("train", "val", "test")}
     labels = (data.train_labels, data.val_labels, data.test_labels)

@@ -5,7 +5,9 @@
 a stochastic lower bound on log p(x) that rises with S toward it (Burda et al., 2016). The log-weights
 come from the model's own densities (``Sample.log_weight`` composition: for two-level models the
 proposal q(z1, z2 | x) and the prior p(z1 | z2) p(z2)); log-mean-exp in float64, over all S samples of
-an image; samples are drawn ``chunk`` at a time to bound memory.
+an image; samples are drawn ``chunk`` at a time to bound memory: ``DEFAULT_CHUNK`` on the CPU, and on a GPU
+as many as half its free memory holds, at most that (``nll_chunk``, from the activations one sample makes,
+``sample_bytes``; the colour model's are ~10 MB a sample at its paper width).
 
 * One-level VAE: each test image is encoded once; its S latents are drawn at once with the model's
   own ``reparameterize`` (the random numbers ``sample_pass`` on the S-times repeated image would use,
@@ -42,6 +44,53 @@ from evae.models import VAE
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 2500  # samples decoded per batch: [2500 x 784] float32 is 8 MB
+MEMORY_SHARE = 0.5  # of a GPU's free memory, for one chunk's activations (the rest: what they leave out, and others)
+
+
+def nll_chunk(samples: int, sample_bytes: int | None = None, free_bytes: int | None = None,
+              share: float = MEMORY_SHARE) -> int:
+    """Samples decoded at once: ``DEFAULT_CHUNK`` (at most ``samples``), or fewer where ``share`` of
+    ``free_bytes`` of device memory holds fewer samples' activations of ``sample_bytes`` each (at least 1).
+
+    Without ``free_bytes`` (the CPU, whose memory the job's ``mem_mb`` bounds) it is ``DEFAULT_CHUNK``.
+    """
+    chunk = min(samples, DEFAULT_CHUNK)
+    if free_bytes is None or sample_bytes is None:
+        return chunk
+    return max(1, min(chunk, int(share * free_bytes) // max(1, sample_bytes)))
+
+
+def sample_bytes(model, x: torch.Tensor) -> int:
+    """Bytes of the outputs of every leaf module in one ``model.sample_passes`` of the one image ``x`` [P]: what
+    each sample adds to a chunk's activations (an overestimate, as not all are alive at once; functional
+    intermediates are not counted, which the unused share in ``nll_chunk`` covers). The RNG is left as it was."""
+    total = 0
+
+    def count(module, inputs, output) -> None:
+        nonlocal total
+        total += sum(t.numel() * t.element_size() for t in (output if isinstance(output, tuple) else (output,))
+                     if torch.is_tensor(t))
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if next(m.children(), None) is None]
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), torch.no_grad():
+            model.sample_passes(x, 1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def device_chunk(model, x: torch.Tensor, samples: int) -> tuple[int, str]:
+    """``nll_chunk`` for the device of the image ``x`` (one test image), and how it was chosen."""
+    if x.device.type != "cuda":
+        return nll_chunk(samples), "default"
+    per_sample = sample_bytes(model, x)
+    free = torch.cuda.mem_get_info(x.device)[0] + torch.cuda.memory_reserved(x.device) - torch.cuda.memory_allocated(x.device)
+    chunk = nll_chunk(samples, per_sample, free)
+    return chunk, (f"device memory: {MEMORY_SHARE:.0%} of {free / 2**30:.1f} GiB free over {per_sample / 2**20:.2f} MiB "
+                   f"of activations a sample (at most {DEFAULT_CHUNK})")
+
 
 def log_bernoulli_one_image(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """log p(x | z_s) of ONE binary image ``x`` [P] under the Bernoulli logits [S, P] of its S samples.
@@ -127,10 +176,12 @@ def evaluate_nll(
     max_images: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict:
     """Importance-weighted NLL of the run's best checkpoint on the test set (binarised once); writes ``out``.
 
-    ``run_dir``: the run folder or its summary.json. Per-image values go beside ``out``
+    ``run_dir``: the run folder or its summary.json; ``chunk``: samples decoded at once (None: ``device_chunk``);
+    ``device``: where to compute (None: the run's config's). Per-image values go beside ``out``
     (``<stem>.per_image.npz``: nll, neg_elbo, certified).
     """
     started = time.perf_counter()
@@ -138,15 +189,16 @@ def evaluate_nll(
         raise ValueError(f"samples must be >= 1, got {samples}")
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be >= 1 or None (whole test set), got {max_images}")
-    chunk = min(samples, DEFAULT_CHUNK if chunk is None else chunk)
-    if chunk < 1:
+    if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    run = runs.load_run(run_dir)
+    run = runs.load_run(run_dir, device=device)
     model, data, prior = run.model, run.data, run.model.prior
     if exemplar_bound is not None and not prior.prunable:
         log.warning("exemplar_bound=%s ignored: the prior is %s", exemplar_bound, type(prior).__name__)
         exemplar_bound = None
     test = torch.from_numpy(data.test_binary[:max_images]).to(run.device)
+    chunk, chunk_rule = (min(samples, chunk), "given") if chunk is not None else device_chunk(model, test[0], samples)
+    log.info("%d samples a test image, decoded %d at a time (%s)", samples, chunk, chunk_rule)
     t_loop = time.perf_counter()
     estimates = iw_estimates(model, test, samples, chunk, exemplar_bound, seed, progress)
     loop_seconds = time.perf_counter() - t_loop
@@ -163,6 +215,7 @@ def evaluate_nll(
         "neg_elbo": float(neg_elbo.mean()),
         "samples": samples,
         "chunk": chunk,
+        "chunk_rule": chunk_rule,
         "images": len(nll),
         "max_images": max_images,
         "split": "test",

@@ -46,12 +46,14 @@ def fast_logsumexp(logits: torch.Tensor) -> torch.Tensor:
 def uniform_mixture(log_kernel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """log (1/M') sum_m exp(log_kernel[b, m]) over the unmasked components (``mask`` True = drop).
 
-    M' counts the components kept in each row, so leaving one out renormalises by 1/(M - 1).
+    M' counts the components kept in each row, so leaving one out renormalises by 1/(M - 1). A row with every
+    component masked out is an error; on a GPU it is not checked here (the check would wait for the step to
+    finish) but gives a NaN, which the trainer's non-finite-loss check reports.
     """
     if mask is None:
         return torch.logsumexp(log_kernel, dim=-1) - math.log(log_kernel.shape[-1])
     kept = (~mask).sum(-1)
-    if bool((kept == 0).any()):
+    if log_kernel.device.type == "cpu" and bool((kept == 0).any()):
         raise ValueError("every mixture component of some row is masked out")
     return torch.logsumexp(log_kernel.masked_fill(mask, -math.inf), dim=-1) - torch.log(kept.to(log_kernel.dtype))
 
@@ -87,7 +89,8 @@ def isotropic_mixture_log_prob(
         for c0 in range(0, n, cols):
             tile = torch.addmm(bias[c0 : c0 + cols], block, v_aug[c0 : c0 + cols].T)  # e_bn - m_b
             rise = tile.amax(1).clamp_min_(0) if c0 else tile.amax(1)
-            if c0 == 0 or bool(rise.any()):
+            # a rise of 0 rescales by exactly 1: a GPU rescales always rather than wait to see ``rise.any()``
+            if c0 == 0 or tile.device.type != "cpu" or bool(rise.any()):
                 tile.sub_(rise.unsqueeze(1))
                 new_shift = rise if c0 == 0 else shift + rise
                 mass *= torch.exp(shift - new_shift)  # 0 for the first tile

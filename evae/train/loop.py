@@ -22,6 +22,15 @@ def beta_at(epoch: int, warmup: int) -> float:
     return 1.0 if warmup == 0 else min(1.0, epoch / warmup)
 
 
+def refresh_prior(model: LatentVariableModel) -> None:
+    """The prior's refresh (``prior.refresh(model.encode)``) with the model in eval mode, its mode restored after:
+    BatchNorm layers encode with their running statistics and leave them untouched."""
+    training = model.training
+    model.eval()
+    model.prior.refresh(model.encode)
+    model.train(training)
+
+
 def run_epoch(model, optimizer, train_x, val_x, batch_size, eval_batch_size, beta, shuffle, epoch, binary=True,
               progress=False) -> tuple[dict, dict]:
     """One epoch: the training steps, the prior's refresh (new means for validation and for the next epoch's
@@ -57,34 +66,50 @@ def early_stopping(state: dict, val_loss: float, epoch: int, warmup: int, patien
 
 def train_epoch(
     model, optimizer, train_x, batch_size, beta, shuffle, epoch, max_steps: int | None = None, progress: bool = False,
-    binary: bool = True,
+    binary: bool = True, check_every_step: bool | None = None,
 ) -> dict:
     """One pass over the shuffled training set (or its first ``max_steps`` minibatches, for benchmarks);
     mean (over batches) loss, -rec and KL of the beta-ELBO. Binary datasets are re-binarised every
-    minibatch; others (CelebA levels) are passed as stored."""
+    minibatch; others (CelebA levels) are passed as stored.
+
+    A non-finite loss raises ``TrainingDivergedError``. On the CPU it is checked before its step is taken;
+    on a GPU, where that check would wait for every step to finish, the first non-finite batch is noted on
+    the device and the error raised at the end of the epoch (the steps after it are wasted, and nothing of
+    the epoch is saved: the last good checkpoint stays). ``check_every_step`` overrides the choice.
+    """
     model.train()
-    totals = torch.zeros(3, dtype=torch.float64, device=train_x.device)  # loss, -rec, kl; no per-batch sync
-    order = torch.randperm(len(train_x), generator=shuffle).to(train_x.device)
+    device = train_x.device
+    check_every_step = device.type == "cpu" if check_every_step is None else check_every_step
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, -rec, kl; no per-batch sync
+    first_bad = None if check_every_step else torch.tensor(-1, device=device)  # first non-finite batch
+    order = torch.randperm(len(train_x), generator=shuffle).to(device)
     if max_steps is not None:
         order = order[: max_steps * batch_size]
     n_batches = 0
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc=f"epoch {epoch}", unit="step", leave=False, disable=not progress, dynamic_ncols=True):
         index = order[start : start + batch_size]
-        x = dynamic_binarize(train_x[index].cpu(), shuffle).to(train_x.device) if binary else train_x[index].float()
+        x = dynamic_binarize(train_x[index], shuffle) if binary else train_x[index].float()
         loss, parts = model.loss(x, index=index, beta=beta)
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError(
-                f"loss became {loss.item()} at epoch {epoch}, batch {n_batches}: the run is stopped; the last good "
-                "checkpoint is kept (lower lr, or check the data)"
-            )
+        if first_bad is None:
+            if not torch.isfinite(loss):
+                raise _diverged(f"loss became {loss.item()}", epoch, n_batches)
+        else:
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), n_batches, first_bad)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         totals += torch.stack([loss.detach(), -parts["rec"], parts["kl"]]).double()
         n_batches += 1
+    if first_bad is not None and int(first_bad) >= 0:
+        raise _diverged("loss became non-finite", epoch, int(first_bad))
     loss, rec, kl = (totals / n_batches).tolist()
     return {"loss": loss, "rec": rec, "kl": kl}
+
+
+def _diverged(what: str, epoch: int, batch: int) -> TrainingDivergedError:
+    return TrainingDivergedError(f"{what} at epoch {epoch}, batch {batch}: the run is stopped; the last good checkpoint "
+                                 "is kept (lower lr, or check the data)")
 
 
 @torch.no_grad()

@@ -22,9 +22,21 @@ Choices where method.md is silent (the authors' code where it tells):
 * A damaged checkpoint, best.pt or summary.json stops the run with ``DamagedFileError`` before any
   epoch; temporaries left by killed writes are removed when the run starts.
 * Randomness: the global torch RNG, seeded with ``seed``, drives initialisation, reparameterisation
-  and exemplar subsets; a separate generator seeded with ``seed + 1`` shuffles the training set each
-  epoch and draws the dynamic binarisation. Both states are checkpointed. A last, smaller minibatch
-  is kept when N is not a multiple of the batch size.
+  and exemplar subsets (on a GPU, the generator of the CUDA device the run computes on); a separate CPU
+  generator seeded with ``seed + 1`` shuffles the training set each epoch and draws the dynamic
+  binarisation. The checkpoint holds the CPU generators' states and, on CUDA, that one device's state
+  (not every visible GPU's, so a checkpoint resumes whatever the number of GPUs), with the device it
+  was written on. A last, smaller minibatch is kept when N is not a multiple of the batch size.
+* A resume on another kind of device (written on the CPU, resumed on a GPU, or back) goes on rather
+  than being refused, since moving a long run to a faster machine is a reason to resume: the CUDA
+  generator then starts from the seed (or is left unused), other kernels round differently, and the
+  run is no longer bit-identical to an uninterrupted one. The trainer warns so in the log, and the
+  run's new segment records it (``resumed_from``: epoch, file, device, ``device_changed``).
+* The prior's cache is refreshed with the model in eval mode, at the start of every (re)start as after
+  every epoch: BatchNorm (ConvVAE64) encodes the exemplars with its running statistics and leaves them
+  untouched, so a resumed run equals an uninterrupted one.
+* A damaged ``checkpoint.pt`` falls back to ``checkpoint.prev.pt``, the checkpoint it replaced
+  (``runs.load_checkpoint``): one epoch is trained again, and the run still ends as an uninterrupted one.
 * ``train_loss`` in metrics.csv is the mean over minibatches of the beta-weighted loss (what was
   optimised); ``val_loss`` is the negative ELBO with beta = 1.
 """
@@ -81,20 +93,27 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
              "segments": []}
 
     checkpoint = runs.load_checkpoint(out, cfg)
+    resumed_from = None
     if checkpoint is not None:
         if (out / BEST).exists():
             runs.verify(out / BEST)  # resuming onto damaged best weights would only defer the error
-        state = _restore(checkpoint, model, optimizer, shuffle)
-        log.info("%s: resuming after epoch %d", out, state["epoch"])
+        state, resumed_from = _restore(checkpoint, model, optimizer, shuffle, device)
+        log.info("%s: resuming after epoch %d from %s (written on %s)", out, state["epoch"], resumed_from["file"],
+                 resumed_from["device"])
+        if resumed_from["device_changed"]:
+            log.warning("%s: %s was written on %s and the run resumes on %s: it goes on, but is no longer "
+                        "bit-identical to an uninterrupted run (other kernels, another random stream for the "
+                        "latent samples); its segments record the change", out, resumed_from["file"],
+                        resumed_from["device"], device)
         runs.write_tables(out, state["history"], state["timing"])  # a kill after the checkpoint must not lose a row
     runs.write_config(out, cfg)
-    segment = _segment(state["epoch"] + 1, device, cfg.threads)
+    segment = _segment(state["epoch"] + 1, device, cfg.threads, resumed_from)
     state["segments"].append(segment)
     log.info("%s: segment %d from epoch %d on %s (%s), fp32 GEMM %.0f GFLOP/s on %d thread(s), commit %s", out,
              len(state["segments"]), segment["first_epoch"], segment["device"], segment["device_name"],
              segment["gemm_gflops"], cfg.threads, segment["git_commit"])
 
-    model.prior.refresh(model.encode)
+    loop.refresh_prior(model)
     stopped = "max_epochs"
     epochs = tqdm(
         range(state["epoch"] + 1, cfg.max_epochs + 1), initial=state["epoch"], total=cfg.max_epochs,
@@ -111,7 +130,8 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
         state["epoch"] = epoch
         improved, stop = loop.early_stopping(state, row["val_loss"], epoch, cfg.warmup_epochs, cfg.patience)
         best = runs.best_weights(cfg, model, epoch, row["val_loss"]) if improved else None
-        runs.save_epoch(out, _checkpoint(cfg, model, optimizer, shuffle, state), state["history"], state["timing"], best)
+        runs.save_epoch(out, _checkpoint(cfg, model, optimizer, shuffle, state, device), state["history"],
+                        state["timing"], best)
         epochs.set_postfix(train=f"{row['train_loss']:.2f}", val=f"{row['val_loss']:.2f}", best=state["best_epoch"])
         if not progress:
             mean_epoch = state["wall"] / len(state["timing"])
@@ -141,20 +161,22 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
     return summary
 
 
-def _segment(first_epoch: int, device: torch.device, threads: int) -> dict:
-    """One stretch of training in one process: where and with which code it ran (``last_epoch`` and
-    ``wall_seconds`` advance with each completed epoch; a process killed before its first epoch leaves none)."""
+def _segment(first_epoch: int, device: torch.device, threads: int, resumed_from: dict | None) -> dict:
+    """One stretch of training in one process: where and with which code it ran, and what it resumed from
+    (None: epoch 1). ``last_epoch`` and ``wall_seconds`` advance with each completed epoch; a process killed
+    before its first epoch leaves none."""
     env = environment(device)
     return {
         "first_epoch": first_epoch, "last_epoch": None, "wall_seconds": 0.0, "started_utc": env["utc"],
-        "git_commit": env["git_commit"], "host": env["host"], "cpu": env["cpu"], "device": env["device"],
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else env["cpu"]["model"],
-        "torch": str(env["torch"]), "torch_threads": threads, "gemm_gflops": gemm_gflops(threads),
+        "git_commit": env["git_commit"], "git_modified": env["git_modified"], "git_diff_sha256": env["git_diff_sha256"],
+        "host": env["host"], "cpu": env["cpu"], "device": env["device"], "device_name": env["device_name"],
+        "torch": str(env["torch"]), "numerics": env["numerics"], "torch_threads": threads,
+        "gemm_gflops": gemm_gflops(threads), "resumed_from": resumed_from,
     }
 
 
-def _checkpoint(cfg, model, optimizer, shuffle, state) -> dict:
-    """Everything a resumed run needs to continue exactly as an uninterrupted one."""
+def _checkpoint(cfg, model, optimizer, shuffle, state, device: torch.device) -> dict:
+    """Everything a resumed run needs to continue exactly as an uninterrupted one, and the device it ran on."""
     return {
         "trajectory_digest": cfg.trajectory_digest(),
         "model": model.state_dict(),
@@ -162,23 +184,54 @@ def _checkpoint(cfg, model, optimizer, shuffle, state) -> dict:
         "state": {k: v for k, v in state.items() if k not in ("history", "timing")},
         "history": [[row[c] for c in METRIC_COLUMNS] for row in state["history"]],
         "timing": [[row[c] for c in TIMING_COLUMNS] for row in state["timing"]],
+        "device": str(device),
         "rng_torch": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "rng_shuffle": shuffle.get_state(),
     }
 
 
-def _restore(ckpt, model, optimizer, shuffle) -> dict:
+def _restore(ckpt, model, optimizer, shuffle, device: torch.device) -> tuple[dict, dict]:
+    """Load ``ckpt`` into the model, optimiser and generators; return the training state and what it was resumed
+    from (epoch, file, the device it was written on, whether that was another kind of device)."""
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["rng_torch"])
-    if ckpt["rng_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
-    shuffle.set_state(ckpt["rng_shuffle"])
     state = dict(ckpt["state"])
     state["history"] = [dict(zip(METRIC_COLUMNS, row)) for row in ckpt["history"]]
     state["timing"] = [dict(zip(TIMING_COLUMNS, row)) for row in ckpt["timing"]]
     if "segments" not in state:  # a checkpoint written before runs recorded their segments
         state["segments"] = [{"first_epoch": 1, "last_epoch": state["epoch"], "wall_seconds": state["wall"],
                               "git_commit": "not recorded"}]
-    return state
+    written_on = checkpoint_device(ckpt)
+    restore_rng(ckpt, shuffle, device)
+    resumed_from = {"epoch": state["epoch"], "file": ckpt.get("file", runs.CHECKPOINT), "device": written_on,
+                    "device_changed": torch.device(written_on).type != device.type}
+    return state, resumed_from
+
+
+def checkpoint_device(ckpt: dict) -> str:
+    """The device a checkpoint was written on. Checkpoints from before it was recorded: their last segment's
+    device, else (older still) ``cuda`` where they hold CUDA generator states, ``cpu`` where none."""
+    if ckpt.get("device"):
+        return ckpt["device"]
+    segments = ckpt["state"].get("segments") or [{}]
+    if segments[-1].get("device"):
+        return segments[-1]["device"]
+    return "cuda" if ckpt.get("rng_cuda") else "cpu"
+
+
+def restore_rng(ckpt: dict, shuffle: torch.Generator, device: torch.device) -> None:
+    """Set the CPU generators, and on CUDA the device's generator, to the states ``ckpt`` saved.
+
+    The CUDA state is restored only where the checkpoint was written on CUDA too (any GPU: a generator's
+    state does not depend on the card). Checkpoints from before the device was recorded hold a list of every
+    visible GPU's state: the first is the one a ``cuda`` device used. A CUDA state left unrestored keeps what
+    ``torch.manual_seed(seed)`` gave it (``checkpoint_device`` and the trainer's warning tell when).
+    """
+    torch.set_rng_state(ckpt["rng_torch"])
+    shuffle.set_state(ckpt["rng_shuffle"])
+    saved = ckpt.get("rng_cuda")
+    if isinstance(saved, list):
+        saved = saved[0] if saved else None
+    if device.type == "cuda" and saved is not None and torch.device(checkpoint_device(ckpt)).type == "cuda":
+        torch.cuda.set_rng_state(saved, device)

@@ -18,6 +18,7 @@ rule augment:
     resources:
         mem_mb=3000,
         runtime=lambda wildcards: max(10, AUG["epochs"] * int(wildcards.hidden) // 100),
+        gpu=lambda wildcards: gpus(augment_config(wildcards)),
     conda:
         ENV
     script:

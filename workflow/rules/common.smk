@@ -1,6 +1,7 @@
 """Input and params functions shared by the rules (Snakemake's lint wants functions apart from rules)."""
 
 from evae.data.registry import get_spec
+from evae.provenance import uses_cuda
 
 
 def kept(paths):
@@ -31,3 +32,22 @@ def stand_in(wildcards):
     """What a dataset's images are when they only stand in for the paper's (the registry's ``stand_in``; None
     for the paper's own data): the figures' captions say so."""
     return get_spec(wildcards.dataset).stand_in
+
+
+def gpus(cfg):
+    """The ``gpu`` resource of a job that runs a model trained with ``cfg`` (evaluations compute on the device
+    of the run's config): 1 where it computes on CUDA, else 0 (workflow/Snakefile's docstring)."""
+    return int(uses_cuda(cfg.device))
+
+
+def figure_config(wildcards):
+    """The training config of the run a dataset's figures are drawn from."""
+    run = STUDY.figure_model(wildcards.dataset)
+    return STUDY.train_config(run.dataset, run.architecture, run.prior, run.seed)
+
+
+def augment_config(wildcards):
+    """The training config of the exemplar model that augments a dataset (the classifier computes on its device;
+    the baseline, without a model, on ``auto``'s)."""
+    run = STUDY.exemplar_model(wildcards.dataset)
+    return STUDY.train_config(run.dataset, run.architecture, run.prior, run.seed)

@@ -20,6 +20,7 @@ rule nll:
     resources:
         mem_mb=lambda wildcards: STUDY.eval_mem_mb(train_config(wildcards)),
         runtime=lambda wildcards: STUDY.nll_runtime_minutes(train_config(wildcards)),
+        gpu=lambda wildcards: gpus(train_config(wildcards)),
     conda:
         ENV
     script:
@@ -42,6 +43,7 @@ rule knn:
     resources:
         mem_mb=lambda wildcards: STUDY.eval_mem_mb(train_config(wildcards)),
         runtime=30,
+        gpu=lambda wildcards: gpus(train_config(wildcards)),
     conda:
         ENV
     script:

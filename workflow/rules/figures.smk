@@ -28,6 +28,7 @@ rule model_figure:
     resources:
         mem_mb=lambda wildcards: STUDY.figure_mem_mb(wildcards.dataset),
         runtime=60,
+        gpu=lambda wildcards: gpus(figure_config(wildcards)),
     conda:
         ENV
     script:
@@ -57,6 +58,7 @@ rule unconditional_samples:
     resources:
         mem_mb=lambda wildcards: STUDY.figure_mem_mb(wildcards.dataset),
         runtime=10,
+        gpu=lambda wildcards: gpus(figure_config(wildcards)),
     conda:
         ENV
     script:
@@ -86,6 +88,7 @@ rule cyclic_generation:
     resources:
         mem_mb=lambda wildcards: STUDY.figure_mem_mb(wildcards.dataset),
         runtime=10,
+        gpu=lambda wildcards: gpus(figure_config(wildcards)),
     conda:
         ENV
     script:

@@ -19,6 +19,7 @@ rule train:
         mem_mb=lambda wildcards: STUDY.train_mem_mb(train_config(wildcards)),
         # a retry (after a time-limit kill on a cluster) resumes from the checkpoint with more time
         runtime=lambda wildcards, attempt: attempt * STUDY.train_runtime_minutes(train_config(wildcards)),
+        gpu=lambda wildcards: gpus(train_config(wildcards)),
     conda:
         ENV
     script:
