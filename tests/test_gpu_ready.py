@@ -260,7 +260,7 @@ def test_the_cpu_keeps_the_default_chunk(trained_run):
 
 # --- the GPU resource of the rules -----------------------------------------------------------------------
 
-MODEL_RULES = {"train", "nll", "knn", "augment", "model_figure", "unconditional_samples"}
+MODEL_RULES = {"train", "nll", "knn", "augment", "model_figure", "unconditional_samples", "cyclic_generation"}
 
 
 def test_rules_that_run_a_model_ask_for_a_gpu_when_their_device_is_cuda(tmp_path):
