@@ -1,9 +1,10 @@
 """How training feeds the model and the prior, checked against what the protocol says (method.md sections 1
 and 4), each with a spy or an independent reference: an epoch's minibatches and leave-one-out indices, the
-validation ELBO, and the kNN (retrieval-augmented) training prior."""
+validation ELBO, the kNN (retrieval-augmented) training prior, and a resumed run that had stopped early."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -16,8 +17,8 @@ from baselines.gaussian import GaussianPrior
 from evae.config import TrainConfig
 from evae.models import VAE, build_model
 from evae.priors.exemplar import ExemplarPrior
-from evae.train import loop
-from evae.train.optim import make_optimizer
+from evae.train import loop, trainer
+from evae.train.trainer import train
 
 # --- one training epoch: what reaches the model and the prior -----------------------------------------
 
@@ -64,7 +65,7 @@ def test_each_minibatch_reaches_the_prior_with_its_own_indices_and_freshly_binar
     train_x = coded_images(n)
     torch.manual_seed(0)
     model = SpyVAE()
-    optimizer = make_optimizer("adamnormgrad", model.parameters(), 1e-3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     shuffle = torch.Generator().manual_seed(1)
     epochs = []
     for epoch in (1, 2):
@@ -105,7 +106,7 @@ def test_validation_is_the_elbo_under_the_all_n_mixture_of_the_refreshed_means(m
     cfg = TrainConfig(prior="exemplar", exemplar_mode="exact", exemplar_subset=0.5, hidden=16, latent_dim=6)
     model = build_model(cfg, train_x)
     assert model.prior.subset == n_train // 2  # training mixes over M = N/2 drawn exemplars, with LOO
-    optimizer = make_optimizer("adamnormgrad", model.parameters(), 1e-2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     model.prior.refresh(model.encode)  # as the trainer does before its first epoch
     stale = model.prior.cached_means.clone()
 
@@ -172,3 +173,20 @@ def test_knn_training_prior_is_the_loo_mixture_over_the_minibatch_nearest_cached
                         - math.log(n - 1))
     np.testing.assert_allclose(got.detach().double().numpy(), expected, rtol=0, atol=2e-4)
 
+
+# --- resuming a run that stopped early ---------------------------------------------------------------------
+
+
+def test_a_run_that_stopped_early_trains_no_further_when_resumed(tmp_path, monkeypatch):
+    """`snakemake --forcerun train` deletes summary.json before the job runs: the run then resumes from its
+    checkpoint, which must not train past the epoch where early stopping ended it."""
+    losses = itertools.chain([10.0, 11.0, 12.0], itertools.repeat(1.0))  # would improve, were it trained on
+    monkeypatch.setattr(loop, "evaluate_elbo", lambda *a: {"loss": next(losses), "rec": 0.0, "kl": 0.0})
+    monkeypatch.setattr(trainer, "gemm_gflops", lambda threads: 0.0)  # the segment's GEMM rate: seconds, unused here
+    cfg = TrainConfig(dataset="mnist_subset", max_train_images=200, max_val_images=100, hidden=16, prior="gaussian",
+                      warmup_epochs=1, patience=2, max_epochs=10)
+    first = train(cfg, tmp_path, progress=False)
+    assert (first["epochs_trained"], first["best_epoch"]) == (3, 1) and first["stopped"].startswith("early stopping")
+    (tmp_path / "summary.json").unlink()
+    again = train(cfg, tmp_path, progress=False)
+    assert (again["epochs_trained"], again["best_epoch"], again["stopped"]) == (3, 1, first["stopped"])
