@@ -44,6 +44,61 @@ NOTICE = {
 }
 
 
+# Time requests (``Study.*_runtime_minutes``) are seconds measured on one torch thread on the README's "Speed" host
+# (an Intel Xeon KVM guest, 2 cores, AVX-512 and AMX, no GPU: benchmarks/train_epoch.py, benchmarks/nll.py, and
+# the job benchmarks of the committed reduced study), times the work of the job, times MARGIN, capped at the
+# config's max_runtime_minutes. A GPU runs the same jobs far faster: they end long before their requests.
+MAX_RUNTIME_MINUTES = 2880  # the default cap: two days, what many SLURM partitions allow (sinfo -o "%P %l")
+MARGIN = 2.0  # the figures are the host's fastest moments; its speed drifts by up to 1.7x
+EXPECTED_EPOCHS = 1100  # where early stopping ends a paper run: the authors' MNIST exemplar run stopped at 1088
+# The exact exemplar log-prior's seconds per test image at S = 5000 and N = 50,000 (benchmarks/nll.py: 2.6 images/s)
+EXEMPLAR_LOG_PRIOR_SECONDS = 0.4
+# An epoch of the 784-1024-1024-10 classifier over 50,000 images, without and with exemplar augmentation: the
+# fastest augment jobs of the reduced study (results/reduced/benchmarks/augment/: 800 s and 1466 s for 100 epochs,
+# other jobs sharing the two cores)
+CLASSIFIER_EPOCH_SECONDS = {"none": 8.0, "exemplar": 14.7}
+
+
+def training_images(cfg: TrainConfig) -> int:
+    """The number of training images (exemplars) of a run."""
+    images = get_spec(cfg.dataset).split_sizes[0]
+    return min(images, cfg.max_train_images or images)
+
+
+def prior_images_per_step(cfg: TrainConfig) -> float:
+    """Images the prior has the encoder encode with gradients in one training step: the VampPrior's pseudo-inputs,
+    the distinct retrieved neighbours in kNN mode (at most batch x (k + 1)), the expected distinct exemplars of M
+    draws with replacement in exact mode; a prior not named here is charged every training image."""
+    n = training_images(cfg)
+    if cfg.prior == "gaussian":
+        return 0.0
+    if cfg.prior == "vampprior":
+        return float(cfg.pseudo_inputs)
+    if cfg.prior == "exemplar" and cfg.exemplar_mode == "knn":
+        return float(min(n, cfg.batch_size * (cfg.exemplar_k + 1)))
+    if cfg.prior == "exemplar" and cfg.exemplar_subset < 1:
+        drawn = max(2, round(cfg.exemplar_subset * n))  # as ExemplarPrior.from_config
+        return n * (1 - (1 - 1 / n) ** drawn)
+    return float(n)
+
+
+def train_epoch_seconds(cfg: TrainConfig) -> float:
+    """Seconds of one training epoch of ``cfg`` (steps, refresh, validation) on the measuring host: the
+    architecture's Gaussian-prior epoch per training image, plus every image the prior encodes in a step at the
+    architecture's measured cost of one."""
+    arch = get_architecture(cfg.architecture)
+    n = training_images(cfg)
+    steps = math.ceil(n / cfg.batch_size)
+    ms = n * arch.train_ms_per_image + steps * prior_images_per_step(cfg) * arch.encode_ms_per_image
+    return ms * arch.cost_scale(cfg.hidden) / 1000
+
+
+def expected_epochs(cfg: TrainConfig) -> int:
+    """Epochs a run is expected to train: ``max_epochs``, or fewer where early stopping is expected to end it
+    (never before warm-up and patience have passed)."""
+    return min(cfg.max_epochs, max(EXPECTED_EPOCHS, cfg.warmup_epochs + cfg.patience))
+
+
 def figure_label(profile: str) -> str | None:
     """The label figure titles carry for a study of ``profile`` (e.g. "REDUCED BUDGET"); None for the paper's."""
     return None if profile == "paper" else KIND[profile]
@@ -139,18 +194,47 @@ class Study:
     def run_dir(self, run: Run) -> str:
         return f"{self.root}/runs/{run.key}"
 
-    # -- resource estimates for a scheduler (CPU, 1 thread; a GPU is far faster) ------------------
+    # -- time requests for a scheduler --------------------------------------------------------------
 
-    def train_runtime_minutes(self, cfg: TrainConfig) -> int:
-        """A generous wall-time estimate of a training job."""
+    @property
+    def max_runtime_minutes(self) -> int:
+        """The cap of every time request: the config's ``max_runtime_minutes`` (default MAX_RUNTIME_MINUTES)."""
+        return self.config.get("max_runtime_minutes", MAX_RUNTIME_MINUTES)
+
+    def _time_request(self, seconds: float, attempt: int) -> int:
+        """Minutes to ask for attempt ``attempt`` of a job estimated at ``seconds``: ``attempt`` x MARGIN x the
+        estimate, at least 10, at most the cap (so that a retry after a time-limit kill gets more time, never
+        more than the cap)."""
+        return min(self.max_runtime_minutes, max(10, math.ceil(attempt * MARGIN * seconds / 60)))
+
+    def train_runtime_minutes(self, cfg: TrainConfig, attempt: int = 1) -> int:
+        """Time request of a training job: its expected epochs at ``train_epoch_seconds``. A run longer than the
+        cap continues over several jobs, each resuming from the checkpoint the last one left."""
+        return self._time_request(expected_epochs(cfg) * train_epoch_seconds(cfg), attempt)
+
+    def nll_runtime_minutes(self, cfg: TrainConfig, attempt: int = 1) -> int:
+        """Time request of the NLL job of a run trained with ``cfg``: S importance samples of every test image at
+        the architecture's measured rate, plus the exact exemplar log-prior's share for an exemplar model."""
+        nll = self.config["nll"]
         arch = get_architecture(cfg.architecture)
-        images = get_spec(cfg.dataset).split_sizes[0]
-        images = min(images, cfg.max_train_images or images)
-        per_image_ms = arch.train_ms_per_image * arch.cost_scale(cfg.hidden)
+        test_images = get_spec(cfg.dataset).split_sizes[2]
+        images = min(test_images, nll["max_images"] or test_images)
+        per_image = nll["samples"] * arch.cost_scale(cfg.hidden) / arch.nll_samples_per_second
         if cfg.prior == "exemplar":
-            per_image_ms *= 3 if cfg.exemplar_mode == "knn" else max(1.0, 2 * cfg.exemplar_subset * images / 100)
-        epoch_minutes = images * per_image_ms / 60_000 + 0.2
-        return max(10, math.ceil(2 * cfg.max_epochs * epoch_minutes))
+            per_image += EXEMPLAR_LOG_PRIOR_SECONDS * nll["samples"] / 5000 * training_images(cfg) / 50_000
+        return self._time_request(images * per_image, attempt)
+
+    def augment_runtime_minutes(self, dataset: str, hidden: int, augment: str, attempt: int = 1) -> int:
+        """Time request of an augmentation classifier of width ``hidden`` (``augment``: "none" or "exemplar"): the
+        measured epoch of the width-1024 classifier, scaled by the training images and the multiply-adds of an
+        image's pass through 784-H-H-10."""
+        spec = get_spec(dataset)
+        pixels = math.prod(spec.image_shape)
+        work = lambda h: pixels * h + h * h + 10 * h  # noqa: E731
+        epoch = CLASSIFIER_EPOCH_SECONDS[augment] * spec.split_sizes[0] / 50_000 * work(hidden) / work(1024)
+        return self._time_request(self.config["augmentation"]["epochs"] * epoch, attempt)
+
+    # -- memory requests for a scheduler ------------------------------------------------------------
 
     @staticmethod
     def _data_mb(dataset: str) -> int:
@@ -180,19 +264,6 @@ class Study:
         """Peak memory of a figure of ``dataset`` (drawn from up to one model per prior)."""
         run = self.figure_model(dataset)
         return 1000 + self.eval_mem_mb(self.train_config(run.dataset, run.architecture, run.prior, run.seed))
-
-    # The exemplar log-prior's extra seconds per test image at S = 5000 and N = 50,000 (benchmarks/nll.py)
-    _EXEMPLAR_SECONDS = 0.5
-
-    def nll_runtime_minutes(self, cfg: TrainConfig) -> int:
-        """A generous wall-time estimate of the NLL job of a run trained with ``cfg``."""
-        nll = self.config["nll"]
-        arch = get_architecture(cfg.architecture)
-        images = nll["max_images"] or get_spec(cfg.dataset).split_sizes[2]
-        per_image = nll["samples"] * arch.cost_scale(cfg.hidden) / arch.nll_samples_per_second
-        if cfg.prior == "exemplar":
-            per_image += self._EXEMPLAR_SECONDS * nll["samples"] / 5000
-        return max(10, math.ceil(2 * images * per_image / 60))
 
     # -- evaluation ------------------------------------------------------------------------------
 

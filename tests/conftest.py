@@ -1,4 +1,4 @@
-"""Shared fixtures: the local dataset mirror, one torch thread per test process."""
+"""Shared fixtures: the local dataset mirror, one torch thread per test process; the epoch of a run's checkpoint."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from evae.io import torch_load
 
 REPO = Path(__file__).resolve().parent.parent
 _SHARED_DATA = REPO.parent / "shared" / "data"
@@ -37,3 +39,12 @@ def isolated_data(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("EVAE_DATA_DIR", str(cache))
     monkeypatch.delenv("EVAE_DATA_MIRROR", raising=False)
     return cache
+
+
+def checkpoint_epoch(run_dir: Path) -> int:
+    """The last completed epoch a run folder's checkpoint.pt holds (0 before the first): what training resumes
+    from. The file is replaced by an atomic rename, so a read while the run writes sees a whole one."""
+    try:
+        return torch_load(run_dir / "checkpoint.pt")["state"]["epoch"]
+    except FileNotFoundError:
+        return 0

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import subprocess
 
 import pytest
 
 from evae.cli import main
+from tests.conftest import REPO
 
 PROVENANCE = ("environment", "run", "seed", "split", "wall_seconds", "data")
+
+
+def checkout_commit() -> str | None:
+    """The commit the code under test was checked out at; None outside a git checkout."""
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    except OSError:  # no git
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +39,10 @@ def read(path):
     assert set(PROVENANCE) <= set(result), set(PROVENANCE) - set(result)
     assert result["run"]["epochs_trained"] == 1 and len(result["run"]["config_digest"]) == 12
     assert result["run"]["config"]["dataset"] == "mnist_subset"
-    assert result["environment"]["git_commit"] and result["environment"]["torch"]
+    commit = checkout_commit()  # the commit of this checkout (+dirty with local changes); "unknown" only outside git
+    expected = re.escape(commit) + r"(\+dirty)?" if commit else "unknown"
+    assert re.fullmatch(expected, result["environment"]["git_commit"]), result["environment"]["git_commit"]
+    assert result["environment"]["torch"]
     return result
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, mirror_root
+from tests.conftest import REPO, checkpoint_epoch, mirror_root
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles", "resources/paper", "environment.yml")
@@ -103,13 +103,13 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
-    while not _epochs_done(run_dir) >= 3:
+    while not checkpoint_epoch(run_dir) >= 3:
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "training never reached epoch 3"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: Snakemake and its jobs get SIGINT
     output = proc.communicate(timeout=120)[0]
-    interrupted_at = _epochs_done(run_dir)
+    interrupted_at = checkpoint_epoch(run_dir)  # what training resumes from (metrics.csv may lag it by one epoch)
     assert not (run_dir / "summary.json").exists() and (run_dir / "checkpoint.pt").exists(), output
     assert interrupted_at < 40
     snakemake(workdir, *args)
@@ -117,13 +117,6 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
     assert f"resuming after epoch {interrupted_at}" in log
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert list(metrics["epoch"]) == list(range(1, 41))
-
-
-def _epochs_done(run_dir: Path) -> int:
-    try:
-        return len(pd.read_csv(run_dir / "metrics.csv"))
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        return 0
 
 
 @pytest.mark.slow

@@ -23,8 +23,7 @@ from evae.train import loop, trainer
 from evae.train.loop import TrainingDivergedError, beta_at
 from evae.train.optim import AdamNormGrad, make_optimizer
 from evae.train.trainer import train
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO, checkpoint_epoch
 TINY = dict(dataset="mnist_subset", max_train_images=200, max_val_images=100, hidden=64, pseudo_inputs=20)
 
 
@@ -155,16 +154,15 @@ def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted_run(tmp_path):
     run = tmp_path / "killed"
     proc = subprocess.Popen(_cli(run, settings), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not (run / "checkpoint.pt").exists():
+    while checkpoint_epoch(run) < 1:  # the event: epoch 1's checkpoint is in place
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, "no checkpoint after 120 s"
         time.sleep(0.05)
-    time.sleep(0.4)  # an epoch takes ~1 s here: stop in the middle of the next one
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)  # now: writing epoch 1's tables or inside epoch 2, three epochs from the end
     assert proc.wait() == -signal.SIGKILL
     proc.stderr.close()
     assert not (run / "summary.json").exists()
-    killed_at = torch_load(run / "checkpoint.pt")["state"]["epoch"]
+    killed_at = checkpoint_epoch(run)
     assert 1 <= killed_at < 4
     subprocess.run(_cli(run, settings), cwd=REPO, env=env, check=True, capture_output=True)
     train(TrainConfig.from_dict(settings), tmp_path / "straight", progress=False)

@@ -22,10 +22,12 @@ from evae.registry import Registry
 class ArchitectureSpec:
     """A model class and what a scheduler needs to know about it.
 
-    The costs are generous CPU figures for one thread with the Gaussian prior (``evae.study`` adds the
-    exemplar prior's share): training milliseconds per image, peak memory of the model and its
-    activations, and importance samples scored per second (benchmarks/). With ``cost_width`` they hold
-    at ``hidden == cost_width`` and scale linearly with ``hidden``; without, they are fixed.
+    The costs are CPU figures for one torch thread, measured where a comment says so on the README's "Speed"
+    host (benchmarks/; ``evae.study`` turns them into requests): milliseconds of a Gaussian-prior training
+    epoch per training image (steps, refresh and validation), milliseconds each image a prior encodes with
+    gradients in a step adds (pseudo-inputs, retrieved neighbours, exemplars), importance samples scored per
+    second, and the peak memory of the model and its activations. With ``cost_width`` they hold at
+    ``hidden == cost_width`` and scale linearly with ``hidden``; without, they are fixed.
     """
 
     name: str
@@ -33,6 +35,7 @@ class ArchitectureSpec:
     image_shape: tuple[int, int, int]
     binary: bool
     train_ms_per_image: float
+    encode_ms_per_image: float
     memory_mb: int
     nll_samples_per_second: float
     cost_width: int | None = None
@@ -51,12 +54,19 @@ get_architecture = ARCHITECTURES.spec
 
 
 _BINARY = dict(image_shape=BINARY_28, binary=True)
-register_architecture(ArchitectureSpec(name="vae", model=VAE, **_BINARY, train_ms_per_image=0.3, memory_mb=500,
-                                       nll_samples_per_second=100_000))
-register_architecture(ArchitectureSpec(name="hvae", model=HVAE, **_BINARY, train_ms_per_image=0.6, memory_mb=800,
-                                       nll_samples_per_second=18_000))
-register_architecture(ArchitectureSpec(name="convhvae", model=ConvHVAE, **_BINARY, train_ms_per_image=10.0,
-                                       memory_mb=2500, nll_samples_per_second=250))
+# Measured (README "Speed", 1 thread, MNIST, batch 100): train_ms_per_image is the Gaussian-prior epoch over 50,000
+# images; encode_ms_per_image the largest of (prior epoch - Gaussian epoch) / (500 steps x images encoded a step)
+# over the VampPrior, kNN and exact rows; nll_samples_per_second the whole Gaussian-model estimate at S = 5000.
+# vae: 5.4 s an epoch; kNN from trained weights 52.6 s encoding 1,087 a step; 19.8 test images/s
+register_architecture(ArchitectureSpec(name="vae", model=VAE, **_BINARY, train_ms_per_image=0.108,
+                                       encode_ms_per_image=0.087, memory_mb=500, nll_samples_per_second=99_000))
+# hvae: 17.6 s an epoch; kNN 40.4 s encoding 654 a step; 6.2 test images/s
+register_architecture(ArchitectureSpec(name="hvae", model=HVAE, **_BINARY, train_ms_per_image=0.352,
+                                       encode_ms_per_image=0.070, memory_mb=800, nll_samples_per_second=31_000))
+# convhvae: 735 s an epoch; exact mode 56x that, encoding ~19,700 a step; 0.05 test images/s
+register_architecture(ArchitectureSpec(name="convhvae", model=ConvHVAE, **_BINARY, train_ms_per_image=14.7,
+                                       encode_ms_per_image=4.2, memory_mb=2500, nll_samples_per_second=250))
+# convvae64: not measured; from its multiply-adds (~5 GFLOP a 64x64 image forward and backward, the encoder half)
 register_architecture(ArchitectureSpec(name="convvae64", model=ConvVAE64, image_shape=COLOUR_64, binary=False,
-                                       train_ms_per_image=64.0, memory_mb=6000, nll_samples_per_second=20,
-                                       cost_width=128))
+                                       train_ms_per_image=64.0, encode_ms_per_image=32.0, memory_mb=6000,
+                                       nll_samples_per_second=20, cost_width=128))

@@ -4,8 +4,9 @@ around the run folder of ``evae.runs``.
 Every epoch ends with an atomically written checkpoint holding the model, the optimiser, the
 early-stopping state, the metrics so far and every RNG state, so a job killed at any moment
 resumes from its last completed epoch and ends exactly as an uninterrupted run of the same seed
-(same ``metrics.csv``, bit for bit; wall-clock times go to ``timing.csv``). A finished run resumes
-too when only ``max_epochs`` was raised.
+(same ``metrics.csv``, bit for bit; wall-clock times go to ``timing.csv``). A run that reached
+``max_epochs`` resumes when only ``max_epochs`` was raised; one that stopped early stays stopped, also
+when resumed from its checkpoint.
 
 Choices where method.md is silent (the authors' code where it tells):
 
@@ -114,9 +115,13 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
              segment["gemm_gflops"], cfg.threads, segment["git_commit"])
 
     loop.refresh_prior(model)
-    stopped = "max_epochs"
+    early = f"early stopping: no validation improvement for {cfg.patience} epochs"
+    # a checkpoint of the epoch where early stopping ended the run (its summary.json deleted, or never written
+    # because of a kill) resumes to that end, not past it
+    stopped = early if state["bad_epochs"] >= cfg.patience else "max_epochs"
+    last = state["epoch"] if stopped == early else cfg.max_epochs
     epochs = tqdm(
-        range(state["epoch"] + 1, cfg.max_epochs + 1), initial=state["epoch"], total=cfg.max_epochs,
+        range(state["epoch"] + 1, last + 1), initial=state["epoch"], total=cfg.max_epochs,
         desc=f"train {cfg.architecture}/{cfg.prior}", unit="epoch", disable=not progress, dynamic_ncols=True,
     )
     for epoch in epochs:
@@ -140,7 +145,7 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
                      row["val_loss"], beta, seconds["epoch_seconds"], seconds["steps_seconds"],
                      (cfg.max_epochs - epoch) * mean_epoch / 60, mean_epoch)
         if stop:
-            stopped = f"early stopping: no validation improvement for {cfg.patience} epochs"
+            stopped = early
             break
     epochs.close()
 
@@ -153,7 +158,7 @@ def train(cfg: TrainConfig, out, progress: bool = True, data: ImageDataset | Non
         "best_val_loss": state["best_val"],
         "stopped": stopped,
         "train_seconds": state["wall"],
-        "segments": state["segments"],
+        "segments": [s for s in state["segments"] if s["last_epoch"] is not None],  # those that trained an epoch
         "prior": model.prior.describe(),
         **runs.provenance(data, device),
     }

@@ -17,7 +17,9 @@ rule augment:
     threads: 1
     resources:
         mem_mb=3000,
-        runtime=lambda wildcards: max(10, AUG["epochs"] * int(wildcards.hidden) // 100),
+        runtime=lambda wildcards, attempt: STUDY.augment_runtime_minutes(
+            wildcards.dataset, int(wildcards.hidden), wildcards.augment, attempt
+        ),
         gpu=lambda wildcards: gpus(augment_config(wildcards)),
     conda:
         ENV

@@ -6,8 +6,11 @@ from evae.provenance import uses_cuda
 
 def kept(paths):
     """Inputs of a profile whose results are committed to git count as up to date whatever their
-    modification times (git keeps none): an existing output is only redone by --forceall or
-    --forcerun, or when it is missing. Other profiles use the modification times as usual."""
+    modification times (git keeps none): an existing output is only redone by --forceall or a
+    --forcerun of its own rule, or when it is missing; a rerun of the job upstream does not reach it
+    (so --forcerun train redoes the trainings alone: to continue a study after raising max_epochs,
+    --forceall resumes every run from its checkpoint and redoes the rest). Other profiles use the
+    modification times as usual."""
     return ancient(paths) if COMMITTED else paths
 
 

@@ -19,7 +19,7 @@ rule nll:
     threads: 1
     resources:
         mem_mb=lambda wildcards: STUDY.eval_mem_mb(train_config(wildcards)),
-        runtime=lambda wildcards: STUDY.nll_runtime_minutes(train_config(wildcards)),
+        runtime=lambda wildcards, attempt: STUDY.nll_runtime_minutes(train_config(wildcards), attempt),
         gpu=lambda wildcards: gpus(train_config(wildcards)),
     conda:
         ENV

@@ -17,8 +17,8 @@ rule train:
     threads: lambda wildcards: train_config(wildcards).threads
     resources:
         mem_mb=lambda wildcards: STUDY.train_mem_mb(train_config(wildcards)),
-        # a retry (after a time-limit kill on a cluster) resumes from the checkpoint with more time
-        runtime=lambda wildcards, attempt: attempt * STUDY.train_runtime_minutes(train_config(wildcards)),
+        # a retry (after a time-limit kill on a cluster) resumes from the checkpoint with more time, within the cap
+        runtime=lambda wildcards, attempt: STUDY.train_runtime_minutes(train_config(wildcards), attempt),
         gpu=lambda wildcards: gpus(train_config(wildcards)),
     conda:
         ENV
