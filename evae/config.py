@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults are the paper's protocol (method.md sections 1-4)."""
+    """Defaults are the paper's protocol (docs/protocol.md sections 1-4)."""
 
     dataset: str = "mnist"
     architecture: str = "vae"

@@ -1,4 +1,4 @@
-"""Gated layers and initialisation of the paper's networks (method.md section 3).
+"""Gated layers and initialisation of the paper's networks (docs/protocol.md section 3).
 
 A gated layer keeps its two maps A (``h``) and B (``g``) as separate modules, as the authors' code
 does: AdamNormGrad normalises each parameter tensor by its own norm, so merging A and B into one
@@ -59,7 +59,7 @@ def he_init(module: nn.Module) -> None:
     """He-normal weights N(0, 2 / fan_in) for every ``nn.Linear`` inside ``module``, as the authors do.
 
     Like the authors' code, biases and convolutions keep PyTorch's default initialisation
-    (method.md only fixes the linear weights).
+    (docs/protocol.md section 3 prescribes only the linear weights).
     """
     for m in module.modules():
         if isinstance(m, nn.Linear):

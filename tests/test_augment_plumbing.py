@@ -1,4 +1,4 @@
-"""Generative augmentation as method.md section 5 says: each step is 0.4 x loss(real batch) + 0.6 x loss(augmented
+"""Generative augmentation as docs/protocol.md section 5 says: each step is 0.4 x loss(real batch) + 0.6 x loss(augmented
 batch), and ``train_classifier`` trains with the exemplar model's augmenter on every minibatch."""
 
 from __future__ import annotations

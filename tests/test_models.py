@@ -1,4 +1,4 @@
-"""Architectures (method.md section 3), the ELBO of every architecture x prior, and known answers for the VAE."""
+"""Architectures (docs/protocol.md section 3), the ELBO of every architecture x prior, and known answers for the VAE."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ MNIST_ARCHITECTURES = ["vae", "hvae", "convhvae"]
 PRIORS = [("gaussian", "exact"), ("vampprior", "exact"), ("exemplar", "exact"), ("exemplar", "knn")]
 
 
-# --- parameter counts written out from method.md section 3 -----------------------------------------
+# --- parameter counts written out from the layer sizes of docs/protocol.md section 3 ---------------
 
 
 def lin(i, o):

@@ -1,4 +1,4 @@
-"""How training feeds the model and the prior, checked against what the protocol says (method.md sections 1
+"""How training feeds the model and the prior, checked against what the protocol says (docs/protocol.md sections 1
 and 4), each with a spy or an independent reference: an epoch's minibatches and leave-one-out indices, the
 validation ELBO, the kNN (retrieval-augmented) training prior, and a resumed run that had stopped early."""
 

@@ -1,4 +1,4 @@
-"""CelebA at 64x64 (method.md section 3): aligned images, centre crop 140, resize to 64x64, official split.
+"""CelebA at 64x64 (docs/protocol.md section 3): aligned images, centre crop 140, resize to 64x64, official split.
 
 Images are decoded once and cached as one compact uint8 array (flattened channel-first, 12,288
 bytes an image) beside the source files' checksums; the loader returns uint8 arrays and the model

@@ -1,4 +1,4 @@
-"""Load a dataset as arrays of flattened images with the paper's splits (method.md section 4).
+"""Load a dataset as arrays of flattened images with the paper's splits (docs/protocol.md section 4).
 
 The 28x28 datasets are float32 gray levels in [0, 1] (rows of 784). Their validation and test sets
 are also binarised once with a fixed seed; training batches are binarised afresh by the trainer

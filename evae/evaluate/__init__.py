@@ -1,4 +1,4 @@
-"""Evaluation of trained runs (method.md section 5); each writes one JSON result with its provenance
+"""Evaluation of trained runs (docs/protocol.md section 5); each writes one JSON result with its provenance
 (``evae.runs.write_result``).
 
 * ``nll``: importance-weighted test NLL (``evaluate_nll``), with the exemplar prior's

@@ -1,4 +1,4 @@
-"""Generative data augmentation (method.md section 5): an MLP classifier with and without exemplar-VAE images.
+"""Generative data augmentation (docs/protocol.md section 5): an MLP classifier with and without exemplar-VAE images.
 
 The classifier is the permutation-invariant MLP 784-H-H-10 (ReLU; PyTorch's default initialisation),
 trained with SGD (momentum 0.9, batch 100) and cross-entropy with label smoothing 0.1 on the gray images.

@@ -1,4 +1,4 @@
-"""k-nearest-neighbour classification on encoder means (method.md section 5), and in pixel space.
+"""k-nearest-neighbour classification on encoder means (docs/protocol.md section 5), and in pixel space.
 
 Every gray image is represented by the mean of q(top latent | x) (z2 for the two-level models; never a
 sample). Search is exact Euclidean (faiss ``IndexFlatL2``). Protocol:
@@ -6,7 +6,7 @@ sample). Search is exact Euclidean (faiss ``IndexFlatL2``). Protocol:
 * k is chosen on validation: references = the training split, queries = the validation split; the k
   with the lowest validation error wins (ties: the smaller k);
 * test error with references = training + validation splits (all 60,000 MNIST / Fashion-MNIST training
-  images, as method.md says), for the chosen k and for every k;
+  images, as docs/protocol.md says), for the chosen k and for every k;
 * majority vote over the k nearest; a tie between classes goes to the tied class whose nearest member
   ranks first (the nearest neighbour among the tied classes decides).
 """

@@ -1,4 +1,4 @@
-"""Importance-weighted test NLL (method.md section 5).
+"""Importance-weighted test NLL (docs/protocol.md section 5).
 
     log p(x) ~= logmeanexp_s [log p(x | z_s) + log p(z_s) - log q(z_s | x)],  z_s ~ q(z | x), s = 1..S,
 

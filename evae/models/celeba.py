@@ -1,10 +1,10 @@
-"""The convolutional VAE for 64x64 CelebA (method.md section 3; the paper shows samples only).
+"""The convolutional VAE for 64x64 CelebA (docs/protocol.md section 3; the paper shows samples only).
 
 Inputs are pixel levels 0..255 (the loader's uint8 images, flattened channel-first, any dtype); the
 encoder sees them dequantised to (x + 0.5) / 256 and the likelihood is a discretized logistic over
 the 256 levels with one learned log-scale per colour channel.
 
-Choices where method.md is silent (the authors' exploratory model leaves them open):
+Choices where the paper is silent (the authors' exploratory model leaves them open):
 
 * ``hidden`` is the width of the first convolution: channels hidden, 2, 4, 8 x hidden (the
   authors' 128, 256, 512, 1024 at ``hidden=128``), and the decoder mirrors them.

@@ -1,4 +1,4 @@
-"""Two-level models: the MLP HVAE and the ConvHVAE (method.md section 3).
+"""Two-level models: the MLP HVAE and the ConvHVAE (docs/protocol.md section 3).
 
 Inference q(z2 | x) q(z1 | x, z2); generation p(z2) p(z1 | z2) p(x | z1, z2). The compared prior
 is p(z2); exemplar components come from the z2 encoder.

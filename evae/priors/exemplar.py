@@ -1,7 +1,7 @@
 """The exemplar prior: p(z | X) = (1/N) sum_n N(z; mu(x_n), s^2 I) over the N training images.
 
 mu is the model's own encoder mean; s^2 is one learned scalar. Three ways to evaluate it
-(method.md section 1):
+(docs/protocol.md section 1):
 
 * training, ``mode="exact"``: M exemplars drawn with replacement per minibatch (all N if M is
   None), encoded with gradients; each point's own exemplar is left out (LOO), normaliser 1/(M - masked).
@@ -9,7 +9,7 @@ mu is the model's own encoder mean; s^2 is one learned scalar. Three ways to eva
   point's latent sample (exact L2 search over the means refreshed each epoch), the union over the
   minibatch re-encoded with gradients, LOO-masked, normalised by 1/(N - 1): a lower bound on the
   full leave-one-out mixture, equal to it when k covers every exemplar.
-  Choices where method.md is silent: the query is the reparameterised sample z (detached), the
+  Choices where the paper is silent: the query is the reparameterised sample z (detached), the
   search covers all N cached means exactly (the authors search a random subset of M), and k + 1
   neighbours are retrieved while training so that leaving oneself out still leaves k. The search
   is one matrix product and ``smallest_k`` in torch: exact, on the model's device, and on one CPU

@@ -7,7 +7,7 @@ was trained in (a note names the commits, hosts and devices where a run's segmen
 Stand-in datasets are compared with the paper column the dataset registry names.
 
 Status compares like with like: the paper's number is a mean over ``PAPER_SEEDS`` = 5 training
-runs with std s_p (method.md section 5 says so for the NLL; the kNN and augmentation tables give a
+runs with std s_p (docs/protocol.md section 5 says so for the NLL; the kNN and augmentation tables give a
 std without a count, taken as 5 too), ours a mean over n seeds with std s_o. Their difference has
 standard error
 

@@ -1,4 +1,4 @@
-"""The resumable trainer (method.md section 4): the orchestration of ``evae.train.loop``'s computations
+"""The resumable trainer (docs/protocol.md section 4): the orchestration of ``evae.train.loop``'s computations
 around the run folder of ``evae.runs``.
 
 Every epoch ends with an atomically written checkpoint holding the model, the optimiser, the
@@ -8,7 +8,7 @@ resumes from its last completed epoch and ends exactly as an uninterrupted run o
 ``max_epochs`` resumes when only ``max_epochs`` was raised; one that stopped early stays stopped, also
 when resumed from its checkpoint.
 
-Choices where method.md is silent (the authors' code where it tells):
+Choices where the paper is silent (the authors' code where it tells):
 
 * Validation uses the evaluation prior (exemplar prior: all N exemplars, no LOO, float64), one
   reparameterised sample per image, beta = 1, on the validation set binarised once.
