@@ -116,10 +116,11 @@ def printed_jobs(output: str) -> list[dict]:
 
 
 def reproducible(record):
-    """A result JSON without what differs between two runs of the same seed: timings, and where and when it ran."""
+    """A result JSON without what differs between two runs of the same seed: timings, and where and when it ran
+    (the environment, and the training segments that record it)."""
     if isinstance(record, dict):
         return {key: reproducible(value) for key, value in record.items()
-                if key != "environment" and not re.search(r"seconds?$", key)}
+                if key not in ("environment", "segments") and not re.search(r"seconds?$", key)}
     return [reproducible(value) for value in record] if isinstance(record, list) else record
 
 
