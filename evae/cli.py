@@ -68,6 +68,7 @@ def cmd_augment(args) -> None:
 
 
 def cmd_status(args) -> None:
+    from evae.runs import CHECKPOINT
     from evae.status import format_progress, run_progress
     from evae.study import Study, load_config
 
@@ -75,7 +76,7 @@ def cmd_status(args) -> None:
     progress = [run_progress(study.run_dir(run), study.train_config(run.dataset, run.architecture, run.prior, run.seed),
                              key=run.key) for run in study.runs]
     if args.resumable:
-        print("\n".join(f"{study.run_dir(run)}/checkpoint.pt" for run, p in zip(study.runs, progress)
+        print("\n".join(f"{study.run_dir(run)}/{CHECKPOINT}" for run, p in zip(study.runs, progress)
                         if p.state == "unfinished"))
     else:
         print(f"{study.profile} study ({study.label}), {study.root}/runs:")
