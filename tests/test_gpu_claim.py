@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,25 @@ def test_gpus_are_named_by_uuid_else_by_their_visible_devices_entry(gpus, monkey
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert gpu_claim.gpu_names() == ["0", "1"]
 
+
+def test_local_runs_start_one_gpu_job_per_visible_gpu_unless_told(tmp_path):
+    """The Snakefile's default of ``--resources gpu``, with torch made to see four GPUs where Snakemake plans."""
+    from tests.test_pipeline import env, make_workdir, SNAKEMAKE
+
+    workdir = make_workdir(tmp_path / "w")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text("import torch\ntorch.cuda.device_count = lambda: 4\n")
+    four_gpus = {**env(), "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO)])}
+    target = "results/smoke/data/mnist_subset.json"
+
+    def provided(*args: str) -> int:
+        """The gpu resource Snakemake says it provides (it writes gpu=Resource("gpu", 4), or gpu=4)."""
+        # the target first: --configfile, --forcerun and --resources take every word after them
+        proc = subprocess.run([SNAKEMAKE, target, "--cores", "1", "--forcerun", "prepare_data", "--configfile",
+                               "config/smoke.yaml", *args], cwd=workdir, env=four_gpus, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return int(re.search(r"^Provided resources:.*\bgpu=\D*(\d+)", proc.stderr, flags=re.M).group(1))
+
+    assert provided() == 4
+    assert provided("--resources", "gpu=2") == 2
