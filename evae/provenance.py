@@ -2,7 +2,8 @@
 result.
 
 The device every job computes on is chosen by ``pick_device``, which logs it (the GPU's name, or the
-CPU's model) when the job starts, and on CUDA sets the numerics of every job here (``cuda_numerics``):
+CPU's model) when the job starts; on a machine with several GPUs each job claims one of its own
+(``evae.gpu_claim``). On CUDA it sets the numerics of every job here (``cuda_numerics``):
 
 * deterministic algorithms (``torch.use_deterministic_algorithms(True, warn_only=True)``), with the cuBLAS
   workspace they need (``CUBLAS_WORKSPACE_CONFIG=:4096:8``, set before the first CUDA matrix product) and
@@ -37,6 +38,7 @@ import torch
 
 import evae
 from evae.config import ConfigError
+from evae.gpu_claim import claimed_gpu
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +176,9 @@ def uses_cuda(name: str) -> bool:
 
 def pick_device(name: str = "auto") -> torch.device:
     """The device a job computes on, logged with its name: ``auto`` is CUDA when torch sees a GPU, else the
-    CPU; ``cuda`` means the current CUDA device. Choosing CUDA sets ``cuda_numerics``.
+    CPU. ``cuda`` (and ``auto`` on CUDA) means the current CUDA device, or where torch sees several GPUs the
+    one this process claimed, so that jobs running at once compute on different GPUs (``evae.gpu_claim``);
+    ``cuda:N`` means device N, unclaimed. Choosing CUDA sets ``cuda_numerics``.
 
     With ``auto`` on a machine that has an NVIDIA GPU torch cannot use (the CPU build of torch, or a driver
     too old for its CUDA), the job runs on the CPU and the log says why, with a warning.
@@ -187,7 +191,7 @@ def pick_device(name: str = "auto") -> torch.device:
     if uses_cuda(name):
         cuda_numerics()
         device = torch.device(name if name.startswith("cuda") else "cuda")
-        device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+        device = torch.device("cuda", claimed_gpu() if device.index is None else device.index)
         log.info("device %s: %s (%s requested; torch %s, CUDA %s; deterministic algorithms, TF32 off)", device,
                  device_name(device), name, torch.__version__, torch.version.cuda)
         return device

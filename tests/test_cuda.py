@@ -1,5 +1,6 @@
 """On a CUDA GPU: training agrees with the CPU, kill-and-resume is bit-identical, the NLL of the same weights agrees
-with the CPU's, and the smoke pipeline runs end to end with ``device: cuda``. On a GPU machine run just these with
+with the CPU's, and the smoke pipeline runs end to end with ``device: cuda``; with two GPUs or more, jobs running at
+once compute on different GPUs. On a GPU machine run just these with
 
     pytest -m cuda
 
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -25,6 +29,7 @@ from evae.evaluate.nll import device_chunk, evaluate_nll
 from evae.io import torch_load
 from evae.provenance import numerics
 from evae.train.trainer import train
+from tests.conftest import REPO
 
 pytestmark = [
     pytest.mark.cuda,
@@ -173,3 +178,35 @@ def test_the_smoke_profile_runs_end_to_end_with_device_cuda(tmp_path):
         assert "device cuda:" in log.read_text(), log
     summaries = list((workdir / "results" / "smoke" / "runs").rglob("summary.json"))
     assert summaries and all(runs.read_summary(s)["environment"]["device"].startswith("cuda:") for s in summaries)
+
+
+# a model job's first step: the device it picks with device auto, torch's current device, the GPU's UUID; it
+# computes there and holds its GPU until its stdin is closed
+JOB = """
+import logging, sys
+import torch
+from evae.provenance import pick_device
+logging.basicConfig(level=logging.INFO)
+device = pick_device("auto")
+x = torch.ones(256, 256, device=device)
+assert (x @ x).sum().item() == 256**3
+print(device, torch.cuda.current_device(), torch.cuda.get_device_properties(device).uuid, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason=f"needs two GPUs: torch sees {torch.cuda.device_count()}")
+def test_jobs_running_at_once_compute_on_different_gpus(tmp_path):
+    """Two jobs started together, as Snakemake starts two model jobs on a machine with two GPUs or more, each compute
+    on a GPU of its own (evae.gpu_claim; its lock directory here the test's own, through TMPDIR)."""
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": path}
+    jobs = [subprocess.Popen([sys.executable, "-c", JOB], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    seen = [job.stdout.readline().split() for job in jobs]  # both running, each holding its GPU
+    logs = [job.communicate("")[1] for job in jobs]
+    assert all(len(s) == 3 for s in seen), logs
+    (device_a, current_a, uuid_a), (device_b, current_b, uuid_b) = seen
+    assert device_a != device_b and uuid_a != uuid_b, seen
+    assert (device_a, device_b) == (f"cuda:{current_a}", f"cuda:{current_b}")  # torch's current device as well
+    assert all("claimed cuda:" in log for log in logs), logs
