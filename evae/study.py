@@ -317,7 +317,8 @@ class Study:
         return Run(dataset, m["architecture"], "exemplar", m["seed"])
 
     def figure_model(self, dataset: str, prior: str = "exemplar") -> Run:
-        """The run ``dataset``'s figures are drawn from: the first of ``figures.architectures`` that models it."""
+        """The run ``dataset``'s figures are drawn from: of ``figures.architectures`` that model its images, the first
+        whose exemplar model the study trains (with ``figures.seed``), else the first; with ``prior`` for its prior."""
         f = self.config["figures"]
         able = [a for a in f["architectures"] if ARCHITECTURES[a].models(DATASETS[dataset])]
         if not able:
@@ -325,7 +326,9 @@ class Study:
                 f"figures of {dataset}: none of figures.architectures {f['architectures']} models its images; "
                 f"add one of {[a for a, arch in ARCHITECTURES.items() if arch.models(DATASETS[dataset])]}"
             )
-        return Run(dataset, able[0], prior, f["seed"])
+        trained = {run.key for run in self.runs}
+        arch = next((a for a in able if Run(dataset, a, "exemplar", f["seed"]).key in trained), able[0])
+        return Run(dataset, arch, prior, f["seed"])
 
     def stand_ins(self) -> dict[str, str]:
         """The study's datasets that stand in for the paper's data, and what they are."""

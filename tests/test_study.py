@@ -276,3 +276,15 @@ def test_the_schema_takes_one_group_or_a_list_of_them():
         config["models"] = bad
         with pytest.raises(Exception, match="models"):
             validate(config, schema)
+
+
+def test_figures_come_from_the_first_listed_architecture_the_study_trains_on_the_dataset():
+    config = groups_config()
+    config["models"][2]["datasets"] = ["mnist_subset"]  # the HVAE alone on the subset
+    config["figures"].update(datasets=["mnist", "mnist_subset"], architectures=["vae", "hvae"])
+    study = Study(config)
+    assert study.figure_model("mnist") == Run("mnist", "vae", "exemplar", 0)
+    assert study.figure_model("mnist_subset", "gaussian") == Run("mnist_subset", "hvae", "gaussian", 0)
+    config["figures"]["seed"] = 1  # trained for the VAE on mnist, for no architecture on the subset
+    with pytest.raises(ConfigError, match=r"figures of mnist_subset needs the trained model mnist_subset/vae/exemplar/seed1"):
+        Study(config)
