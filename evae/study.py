@@ -4,9 +4,11 @@ The Snakefile asks this module for its targets and for each run's training confi
 plain Python that tests can check without Snakemake. Paths are relative to the working directory.
 
 Datasets, architectures and priors are the registries' (`evae.data.registry`, `evae.models.registry`,
-`evae.priors`): a study trains every (dataset, architecture, prior, seed) of its ``models`` section
-whose architecture models the dataset's images, so one config can list 28x28 binary and 64x64 colour
-datasets side by side.
+`evae.priors`). The ``models`` section is one group or a list of groups, each ``{datasets, architectures,
+priors, seeds?}``: a group trains every (dataset, architecture, prior, seed) of its lists whose
+architecture models the dataset's images (so one group can list 28x28 binary and 64x64 colour datasets
+side by side), with the group's ``seeds`` or else the architecture's (``seeds_by_architecture``, then
+``seeds``). The study's runs are the union of its groups' runs, each once, in the order first listed.
 
 Each profile owns one results root, so that no profile's run (or test) ever overwrites another's
 outputs: the paper protocol writes ``results/{runs,eval,tables,figures}``, every other profile
@@ -143,6 +145,14 @@ class Run:
         return f"{self.dataset}/{self.architecture}/{self.prior}/seed{self.seed}"
 
 
+def model_groups(models: dict | list[dict]) -> list[tuple[str, dict]]:
+    """The groups of a ``models`` section (one mapping, or a list of them), each with the name error messages
+    give it: ``models`` for a lone mapping, ``models[i]`` for the i-th group of a list (counted from 0)."""
+    if isinstance(models, dict):
+        return [("models", models)]
+    return [(f"models[{i}]", group) for i, group in enumerate(models)]
+
+
 class Study:
     """A validated pipeline config (the dict Snakemake loads from config/*.yaml)."""
 
@@ -151,23 +161,30 @@ class Study:
         self.profile: str = config["profile"]
         self.label = KIND[self.profile]
         self.root = results_root(self.profile)
+        self.groups = model_groups(config["models"])
         self._check_names()
-        models = config["models"]
-        self.runs = [
+        runs = (
             Run(d, a, p, s)
-            for d in models["datasets"]
-            for a in models["architectures"]
+            for _, group in self.groups
+            for d in group["datasets"]
+            for a in group["architectures"]
             if ARCHITECTURES[a].models(DATASETS[d])
-            for p in models["priors"]
-            for s in self.seeds(a)
-        ]
+            for p in group["priors"]
+            for s in group.get("seeds", self.seeds(a))
+        )
+        self.runs = list(dict.fromkeys(runs))  # the union of the groups' runs, each once, first listed first
         by_arch = config["train_by_architecture"]
         self._configs = {run.key: self._build_train_config(run, by_arch.get(run.architecture, {})) for run in self.runs}
         self._check_references()
 
     def seeds(self, architecture: str) -> list[int]:
-        """The training seeds of ``architecture``'s runs: ``seeds_by_architecture`` where it names it, else ``seeds``."""
+        """The training seeds of ``architecture``'s runs in a group that gives none: ``seeds_by_architecture`` where
+        it names it, else ``seeds``."""
         return self.config.get("seeds_by_architecture", {}).get(architecture, self.config["seeds"])
+
+    def trained(self, key: str) -> list[str]:
+        """The datasets, architectures or priors (``key``) the study trains, each once, in the order of its runs."""
+        return list(dict.fromkeys(getattr(run, key) for run in self.runs))
 
     # -- training --------------------------------------------------------------------------------
 
@@ -300,7 +317,8 @@ class Study:
         return Run(dataset, m["architecture"], "exemplar", m["seed"])
 
     def figure_model(self, dataset: str, prior: str = "exemplar") -> Run:
-        """The run ``dataset``'s figures are drawn from: the first of ``figures.architectures`` that models it."""
+        """The run ``dataset``'s figures are drawn from: of ``figures.architectures`` that model its images, the first
+        whose exemplar model the study trains (with ``figures.seed``), else the first; with ``prior`` for its prior."""
         f = self.config["figures"]
         able = [a for a in f["architectures"] if ARCHITECTURES[a].models(DATASETS[dataset])]
         if not able:
@@ -308,15 +326,19 @@ class Study:
                 f"figures of {dataset}: none of figures.architectures {f['architectures']} models its images; "
                 f"add one of {[a for a, arch in ARCHITECTURES.items() if arch.models(DATASETS[dataset])]}"
             )
-        return Run(dataset, able[0], prior, f["seed"])
+        trained = {run.key for run in self.runs}
+        arch = next((a for a in able if Run(dataset, a, "exemplar", f["seed"]).key in trained), able[0])
+        return Run(dataset, arch, prior, f["seed"])
 
     def stand_ins(self) -> dict[str, str]:
         """The study's datasets that stand in for the paper's data, and what they are."""
-        return {d: DATASETS[d].stand_in for d in self.config["models"]["datasets"] if DATASETS[d].stand_in}
+        return {d: DATASETS[d].stand_in for d in self.trained("dataset") if DATASETS[d].stand_in}
 
     def figure_priors(self, dataset: str) -> list[str]:
-        """The priors whose unconditional samples are drawn side by side for ``dataset``."""
-        return self.config["models"]["priors"]
+        """The priors whose unconditional samples are drawn side by side for ``dataset``: those the study trains
+        with the architecture and seed of its figure model."""
+        m = self.figure_model(dataset)
+        return [r.prior for r in self.runs if (r.dataset, r.architecture, r.seed) == (dataset, m.architecture, m.seed)]
 
     # -- outputs ---------------------------------------------------------------------------------
 
@@ -374,35 +396,39 @@ class Study:
     # -- consistency -----------------------------------------------------------------------------
 
     def _check_names(self) -> None:
-        """Every dataset, architecture and prior the config names must be registered."""
+        """Every dataset, architecture and prior the config names must be registered, and every architecture of a
+        group must model one of its datasets and every dataset one of its architectures."""
         c = self.config
         registered = {"dataset": list(DATASETS), "architecture": list(ARCHITECTURES), "prior": prior_names()}
         named = {
-            "dataset": [("models.datasets", c["models"]["datasets"]), ("knn.datasets", c["knn"]["datasets"]),
+            "dataset": [*((f"{g}.datasets", group["datasets"]) for g, group in self.groups),
+                        ("knn.datasets", c["knn"]["datasets"]),
                         ("augmentation.datasets", c["augmentation"]["datasets"]),
                         ("figures.datasets", c["figures"]["datasets"])],
-            "architecture": [("models.architectures", c["models"]["architectures"]),
+            "architecture": [*((f"{g}.architectures", group["architectures"]) for g, group in self.groups),
                              ("knn.architectures", c["knn"]["architectures"]),
                              ("augmentation.exemplar_model.architecture",
                               [c["augmentation"]["exemplar_model"]["architecture"]]),
                              ("figures.architectures", c["figures"]["architectures"]),
                              ("train_by_architecture", list(c["train_by_architecture"])),
                              ("seeds_by_architecture", list(c.get("seeds_by_architecture", {})))],
-            "prior": [("models.priors", c["models"]["priors"])],
+            "prior": [(f"{g}.priors", group["priors"]) for g, group in self.groups],
         }
         for kind, places in named.items():
             for where, names in places:
                 unknown = [n for n in names if n not in registered[kind]]
                 if unknown:
                     raise ConfigError(f"{where}: {unknown} not a registered {kind}; registered: {registered[kind]}")
-        models = c["models"]
-        for d in models["datasets"]:
-            if not any(ARCHITECTURES[a].models(DATASETS[d]) for a in models["architectures"]):
-                raise ConfigError(f"models.datasets: no architecture of models.architectures {models['architectures']} "
-                                  f"models {d!r}; add one of {[a for a, s in ARCHITECTURES.items() if s.models(DATASETS[d])]}")
-        for a in models["architectures"]:
-            if not any(ARCHITECTURES[a].models(DATASETS[d]) for d in models["datasets"]):
-                raise ConfigError(f"models.architectures: {a!r} models none of models.datasets {models['datasets']}")
+        for g, group in self.groups:
+            datasets, architectures = group["datasets"], group["architectures"]
+            for d in datasets:
+                if not any(ARCHITECTURES[a].models(DATASETS[d]) for a in architectures):
+                    able = [a for a, spec in ARCHITECTURES.items() if spec.models(DATASETS[d])]
+                    raise ConfigError(f"{g}.datasets: no architecture of {g}.architectures {architectures} models "
+                                      f"{d!r}; add one of {able}")
+            for a in architectures:
+                if not any(ARCHITECTURES[a].models(DATASETS[d]) for d in datasets):
+                    raise ConfigError(f"{g}.architectures: {a!r} models none of {g}.datasets {datasets}")
 
     def _check_references(self) -> None:
         """Every evaluation must point at models the study trains."""
@@ -415,7 +441,7 @@ class Study:
                     f"{what} needs the trained model {run.key}, which the study does not train: add it to "
                     "models (datasets, architectures, priors) and seeds, or change the section's model"
                 )
-        for key in ("datasets", "architectures"):
-            extra = set(self.config["knn"][key]) - set(self.config["models"][key])
+        for key in ("dataset", "architecture"):
+            extra = set(self.config["knn"][f"{key}s"]) - set(self.trained(key))
             if extra:
-                raise ConfigError(f"knn.{key} lists {sorted(extra)}, which models.{key} does not train")
+                raise ConfigError(f"knn.{key}s lists {sorted(extra)}, which no group of models trains")

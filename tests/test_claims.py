@@ -152,3 +152,38 @@ def test_every_study_targets_its_claims_table_compiled_from_its_evaluations():
     assert set(study.claims_targets()) <= set(study.all_targets())
     assert study.claims_inputs() == {"nll": study.table_inputs("nll"), "knn": study.knn_targets(),
                                      "augmentation": study.augmentation_targets()}
+
+
+OMNIGLOT_SPLIT = "STAND-IN built from raw Omniglot (not the paper's chardata.mat): ink=1, area-downsampled 105->28"
+
+
+def test_rows_of_three_seeds_and_of_one_seed_pair_only_the_seeds_both_sides_have(tmp_path):
+    """The planned reduced study: the MNIST VAE's exemplar and VampPrior on seeds 0-2 (the VampPrior's seed 2 is
+    missing here), the HVAE on seed 0, and the Omniglot stand-in on seed 0."""
+    ll = {("exemplar", 0): 84.0, ("exemplar", 1): 84.4, ("exemplar", 2): 83.0, ("vampprior", 0): 85.0,
+          ("vampprior", 1): 84.2, ("gaussian", 0): 87.0, ("gaussian", 1): 86.0, ("gaussian", 2): 86.5}
+    nlls = [nll("mnist", prior, seed, value) for (prior, seed), value in ll.items()]
+    nlls += [nll("mnist", "exemplar", 0, 81.0, "hvae"), nll("mnist", "vampprior", 0, 81.4, "hvae"),
+             nll("mnist", "gaussian", 0, 82.0, "hvae")]
+    nlls += [{**nll("omniglot_raw28", prior, 0, value), "data": {"split": OMNIGLOT_SPLIT}}
+             for prior, value in (("exemplar", 100.0), ("vampprior", 101.5), ("gaussian", 103.0))]
+    claims = compile_claims({"nll": write(tmp_path, "nll", nlls)}, REPORTED, "reduced")
+    rows = claims.set_index(["claim", "data_used", "architecture"])
+    vae = rows.loc[(NLL.text, "mnist", "vae")]  # seed 2 has no VampPrior: left out, and the note says so
+    assert vae["ours_by_seed"] == "seed0: +1.00; seed1: -0.20" and vae["n_seeds"] == 2 and vae["verdict"] == "mixed"
+    assert vae["note"] == "seed2 left out: not every compared result has it (seeds are paired)"
+    gaussian = rows.loc[(VAMP_OVER_GAUSSIAN.text, "mnist", "vae")]
+    assert gaussian["ours_by_seed"] == "seed0: +2.00; seed1: +1.80" and gaussian["ours_mean"] == pytest.approx(1.9)
+    assert gaussian["note"] == "seed2 left out: not every compared result has it (seeds are paired)"
+    hvae = rows.loc[(NLL.text, "mnist", "hvae")]
+    assert (hvae["ours_by_seed"], hvae["n_seeds"], hvae["note"]) == ("seed0: +0.40", 1, "")
+    assert hvae["paper_effect"] == pytest.approx(-81.22 + 81.56)  # beside the paper's HVAE row
+    stand_in = rows.loc[(NLL.text, "omniglot_raw28", "vae")]
+    assert (stand_in["dataset"], stand_in["ours_by_seed"], stand_in["verdict"]) == ("omniglot", "seed0: +1.50",
+                                                                                     "holds on every seed")
+    assert stand_in["paper_effect"] == pytest.approx(-105.22 + 106.78)
+    assert stand_in["note"] == (f"{OMNIGLOT_SPLIT}; the paper's effect is on its own data: only the sign, the order "
+                                "of the priors, compares")
+    assert len(claims) == 6 and set(claims["n_seeds"]) == {2, 1}
+    markdown = to_markdown(claims, "reduced")
+    assert "| mixed (2 seeds, REDUCED BUDGET) |" in markdown and markdown.count("(1 seed, REDUCED BUDGET)") == 4

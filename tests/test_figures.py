@@ -176,3 +176,19 @@ def test_captions_say_what_stand_in_data_are_as_the_registry_does(caption, datas
     text = env.from_string((REPO / "workflow" / "report" / f"{caption}.rst").read_text()).render(snakemake=snakemake)
     note = f". STAND-IN data: {dataset} is {what}."  # a sentence of its own
     assert (note in text) if what else ("STAND-IN" not in text)
+
+
+def test_study_figures_mark_the_panels_of_stand_in_data(drawn, tmp_path):
+    from evae import checksums
+
+    paths = []
+    for dataset in ("omniglot_raw28", "mnist"):
+        result = {"run": {"config": {"dataset": dataset, "architecture": "vae", "prior": "exemplar", "seed": 0}},
+                  "latent": {"k": 1, "test_error_by_k": {"1": 50.0, "3": 48.0}}, "pixel": None}
+        paths.append(tmp_path / dataset / "knn.json")
+        paths[-1].parent.mkdir()
+        checksums.write_json(paths[-1], result)
+    figures.knn_error_vs_k(paths, tmp_path / "knn.png", budget="REDUCED BUDGET")
+    titles = drawn[0]["text"]
+    assert "omniglot_raw28 [STAND-IN: raw Omniglot, not the paper's chardata.mat]" in titles
+    assert "mnist [STAND-IN" not in titles and "mnist |" in titles

@@ -87,3 +87,26 @@ def test_bad_k_is_rejected():
         probe(train_x, train_y, val_x, val_y, test_x, test_y, ks=(0, 1))
     with pytest.raises(ValueError, match="exceeds"):
         nearest_labels(train_x[:3], train_y[:3], test_x, 5)
+
+
+def test_a_two_level_model_is_probed_on_its_top_latent_means_with_the_labels_named(tmp_path):
+    """kNN on the HVAE: its features are the means of q(z2 | x), written out here through the encoder's layers."""
+    import torch
+
+    from evae import runs
+    from evae.config import TrainConfig
+    from evae.evaluate.knn import knn_probe
+    from evae.train.trainer import train
+
+    cfg = TrainConfig(dataset="mnist_subset", architecture="hvae", prior="vampprior", pseudo_inputs=5, latent_dim=6,
+                      hidden=16, max_train_images=200, max_val_images=100, max_epochs=1, warmup_epochs=1)
+    train(cfg, tmp_path / "run", progress=False)
+    result = knn_probe(tmp_path / "run", tmp_path / "knn.json", ks=(1, 3, 5), pixel_baseline=False)
+    run = runs.load_run(tmp_path / "run")
+    with torch.no_grad():
+        z2 = [run.model.q_z2(run.model.q_z2_net(torch.from_numpy(x)))[0].numpy()
+              for x in (run.data.train, run.data.val, run.data.test)]
+    labels = (run.data.train_labels, run.data.val_labels, run.data.test_labels)
+    expected = probe(z2[0], labels[0], z2[1], labels[1], z2[2], labels[2], ks=(1, 3, 5))
+    assert result["latent"] == expected and result["latent"]["dim"] == 6  # z2, not z1 or both
+    assert (result["labels"], result["classes"]) == ("digit class (0..9)", 10)

@@ -82,6 +82,8 @@ def test_paper_config_plans_the_full_study(workdir):
         ("nll={'samples': 0, 'exemplar_bound': null, 'max_images': null}", "samples"),
         ("epochs=3", "Additional properties are not allowed ('epochs' was unexpected)"),
         ("train={'max_epochs': -1}", "max_epochs: must be >= 1"),
+        ("models=[{'datasets':['mnist'],'architectures':['vae'],'priors':['gaussian','flow']}]",
+         "models[0].priors: ['flow'] not a registered prior"),
     ],
 )
 def test_bad_config_stops_before_any_job(workdir, bad, message):

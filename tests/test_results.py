@@ -34,7 +34,7 @@ def study() -> Study:
 
 
 def test_reduced_study_is_the_mlp_vae_with_three_priors_at_100_epochs(study):
-    assert study.root == "results/reduced" and "mnist" in study.config["models"]["datasets"]
+    assert study.root == "results/reduced" and "mnist" in study.trained("dataset")
     assert {r.prior for r in study.runs} == set(PRIORS) and {r.architecture for r in study.runs} == {"vae"}
     for run in study.runs:
         cfg = study.train_config(run.dataset, run.architecture, run.prior, run.seed)
@@ -49,7 +49,7 @@ def test_reduced_study_is_the_mlp_vae_with_three_priors_at_100_epochs(study):
 def test_committed_table_holds_every_row_labelled_reduced_budget(study, kind):
     table = pd.read_csv(REDUCED / "tables" / f"{kind}.csv")
     ours = table[table["status"] != "not run"]
-    datasets = study.config["knn" if kind == "knn" else "augmentation" if kind == "augmentation" else "models"]["datasets"]
+    datasets = study.config[kind]["datasets"] if kind in ("knn", "augmentation") else study.trained("dataset")
     expected = {(d, p) for d in datasets for p in (("none", "exemplar") if kind == "augmentation" else PRIORS)}
     assert set(zip(ours["dataset"], ours["prior"])) == expected
     assert ours["reproduced_mean"].notna().all() and set(ours["profile"]) == {"reduced"}

@@ -164,3 +164,127 @@ def test_config_files_merge_key_by_key_as_snakemake_merges_them(tmp_path):
     assert load_config(base, over) == expected == {
         "a": 1, "b": 2, "nested": {"x": 1, "y": {"p": 1, "q": 3}, "z": 4}, "section": None
     }
+
+
+# --- groups: a study that is not a full cross product ----------------------------------------------------------
+
+PRIORS = ["gaussian", "vampprior", "exemplar"]
+
+
+def cross_product(config: dict) -> list[Run]:
+    """The runs of a one-group ``models`` section, written out as the cross product it stands for."""
+    m, by_arch = config["models"], config.get("seeds_by_architecture", {})
+    return [Run(d, a, p, s) for d in m["datasets"] for a in m["architectures"] for p in m["priors"]
+            for s in by_arch.get(a, config["seeds"]) if (d == "celeba" or d.endswith("standin")) == (a == "convvae64")]
+
+
+@pytest.mark.parametrize(("name", "count"), [("config", 138), ("smoke", 12), ("reduced", 6), ("mnist_full", 3)])
+def test_every_profile_keeps_its_cross_product_run_list(name, count):
+    config = load_config(REPO / "config" / "config.yaml", REPO / "config" / f"{name}.yaml")
+    study = Study(config)
+    assert isinstance(config["models"], dict) and study.runs == cross_product(config) and len(study.runs) == count
+
+
+def groups_config() -> dict:
+    """The reduced profile with the groups of its planned extension (PLANNED in the README)."""
+    config = load_config(REPO / "config" / "config.yaml", REPO / "config" / "reduced.yaml")
+    config["models"] = [
+        {"datasets": ["mnist", "fashion_mnist"], "architectures": ["vae"], "priors": PRIORS, "seeds": [0, 1, 2]},
+        {"datasets": ["omniglot_raw28"], "architectures": ["vae"], "priors": PRIORS},
+        {"datasets": ["mnist"], "architectures": ["hvae"], "priors": PRIORS},
+    ]
+    config["knn"].update(datasets=["mnist", "fashion_mnist", "omniglot_raw28"], architectures=["vae", "hvae"])
+    return config
+
+
+def test_groups_train_the_union_of_their_runs_and_nothing_else():
+    study = Study(groups_config())
+    expected = ([f"{d}/vae/{p}/seed{s}" for d in ("mnist", "fashion_mnist") for p in PRIORS for s in (0, 1, 2)]
+                + [f"omniglot_raw28/vae/{p}/seed0" for p in PRIORS]  # the top-level seeds: [0]
+                + [f"mnist/hvae/{p}/seed0" for p in PRIORS])
+    assert [r.key for r in study.runs] == expected
+    assert study.trained("dataset") == ["mnist", "fashion_mnist", "omniglot_raw28"]
+    assert study.trained("architecture") == ["vae", "hvae"] and study.stand_ins() == {
+        "omniglot_raw28": "raw Omniglot, not the paper's chardata.mat"}
+    assert len(study.knn_targets()) == len(study.table_inputs("nll")) == 24  # every run: knn names all of them
+    assert "results/reduced/eval/mnist/hvae/exemplar/seed0/knn.json" in study.knn_targets()
+    with pytest.raises(ConfigError, match="not part of the 'reduced' study"):
+        study.train_config("fashion_mnist", "hvae", "gaussian", 0)  # no group asks for it
+
+
+def test_a_run_two_groups_name_is_trained_once_where_first_listed():
+    config = groups_config()
+    config["models"].insert(0, {"datasets": ["mnist"], "architectures": ["vae"], "priors": ["exemplar"], "seeds": [2]})
+    config["models"].append({"datasets": ["mnist"], "architectures": ["vae"], "priors": ["gaussian"], "seeds": [0]})
+    keys = [r.key for r in Study(config).runs]
+    assert len(keys) == len(set(keys)) == 24
+    assert keys[:2] == ["mnist/vae/exemplar/seed2", "mnist/vae/gaussian/seed0"]
+
+
+def test_a_group_without_seeds_takes_its_architectures_seeds():
+    config = groups_config()
+    config["seeds"], config["seeds_by_architecture"] = [0, 1], {"hvae": [4]}
+    study = Study(config)
+    assert {r.seed for r in study.runs if r.dataset == "omniglot_raw28"} == {0, 1}
+    assert {r.seed for r in study.runs if r.architecture == "hvae"} == {4}
+    assert {r.seed for r in study.runs if r.dataset == "fashion_mnist"} == {0, 1, 2}  # the group's own seeds win
+
+
+def test_figures_compare_only_the_priors_trained_with_the_figure_model():
+    config = groups_config()
+    config["models"][1]["priors"] = ["gaussian", "exemplar"]
+    config["figures"].update(datasets=["mnist", "omniglot_raw28"])
+    study = Study(config)
+    assert study.figure_priors("mnist") == PRIORS and study.figure_priors("omniglot_raw28") == ["gaussian", "exemplar"]
+
+
+@pytest.mark.parametrize(("group", "key", "value", "message"), [
+    (1, "priors", ["gaussian", "flow"], r"models\[1\].priors: \['flow'\] not a registered prior"),
+    (2, "datasets", ["mnist", "cifar"], r"models\[2\].datasets: \['cifar'\] not a registered dataset"),
+    (2, "architectures", ["convvae64"], r"models\[2\].datasets: no architecture of models\[2\].architectures "
+                                        r"\['convvae64'\] models 'mnist'; add one of \['vae', 'hvae', 'convhvae'\]"),
+    (0, "architectures", ["vae", "convvae64"], r"models\[0\].architectures: 'convvae64' models none of models\[0\]"),
+])
+def test_a_bad_group_is_named_in_the_error(group, key, value, message):
+    config = groups_config()
+    config["models"][group][key] = value
+    with pytest.raises(ConfigError, match=message):
+        Study(config)
+
+
+def test_evaluations_must_use_models_some_group_trains():
+    config = groups_config()
+    config["knn"]["datasets"].append("omniglot")
+    with pytest.raises(ConfigError, match=r"knn.datasets lists \['omniglot'\], which no group of models trains"):
+        Study(config)
+    config = groups_config()
+    config["augmentation"]["exemplar_model"]["architecture"] = "hvae"  # hvae is trained on mnist only
+    with pytest.raises(ConfigError, match=r"augmentation of fashion_mnist needs the trained model "
+                                          r"fashion_mnist/hvae/exemplar/seed0"):
+        Study(config)
+
+
+def test_the_schema_takes_one_group_or_a_list_of_them():
+    from snakemake.utils import validate
+
+    schema = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+    validate(groups_config(), schema)
+    validate(load_config(REPO / "config" / "config.yaml", REPO / "config" / "reduced.yaml"), schema)
+    for bad in ([], [{"datasets": ["mnist"], "architectures": ["vae"], "priors": ["gaussian"], "seed": [1]}],
+                [{"datasets": ["mnist"], "architectures": ["vae"]}]):
+        config = groups_config()
+        config["models"] = bad
+        with pytest.raises(Exception, match="models"):
+            validate(config, schema)
+
+
+def test_figures_come_from_the_first_listed_architecture_the_study_trains_on_the_dataset():
+    config = groups_config()
+    config["models"][2]["datasets"] = ["mnist_subset"]  # the HVAE alone on the subset
+    config["figures"].update(datasets=["mnist", "mnist_subset"], architectures=["vae", "hvae"])
+    study = Study(config)
+    assert study.figure_model("mnist") == Run("mnist", "vae", "exemplar", 0)
+    assert study.figure_model("mnist_subset", "gaussian") == Run("mnist_subset", "hvae", "gaussian", 0)
+    config["figures"]["seed"] = 1  # trained for the VAE on mnist, for no architecture on the subset
+    with pytest.raises(ConfigError, match=r"figures of mnist_subset needs the trained model mnist_subset/vae/exemplar/seed1"):
+        Study(config)

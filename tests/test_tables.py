@@ -207,7 +207,8 @@ def test_colour_datasets_get_a_bits_per_dimension_table_named_after_their_paper_
     table = compile_table("nll_bits", write_results(tmp_path, "bits", [result]), REPORTED, "smoke", name="celeba")
     row = row_of(table, ("celeba", "convvae64", "exemplar"))
     assert row["reproduced_mean"] == pytest.approx(result["nll_bits_per_dim"]) and row["data_used"] == "celeba_standin"
-    assert row["status"] == "no reported value" and table["metric"].tolist() == ["test_nll_bits_per_dim"]
+    assert row["status"] == "no reported value (STAND-IN data)" and table["metric"].tolist() == ["test_nll_bits_per_dim"]
+    assert row["note"] == "STAND-IN (synthetic faces, not CelebA)"  # the registry's text: this result records no data
     assert to_markdown(table, "celeba", "smoke").startswith("# celeba table: reported vs reproduced (SMOKE)")
 
 
@@ -216,3 +217,69 @@ def test_a_damaged_result_is_refused_and_no_table_is_compiled(tmp_path):
     paths[0].write_text(paths[0].read_text().replace("89.0", "79.0"))
     with pytest.raises(checksums.DamagedFileError, match=rf"{paths[0]} is damaged"):
         compile_table("nll", paths, REPORTED, "paper")
+
+
+OMNIGLOT_SPLIT = ("STAND-IN built from raw Omniglot (not the paper's chardata.mat): ink=1, area-downsampled 105->28, "
+                  "drawings 1-15 train pool (shuffled with seed 0: 23,000 train / 1,345 val), drawings 16-20 test")
+
+
+def test_rows_of_a_study_of_groups_each_have_their_own_seeds(tmp_path):
+    """Three seeds of the MNIST VAE, one of the HVAE: each row's mean and std over the seeds it has."""
+    results = [nll_result("mnist", "vae", "exemplar", s, v) for s, v in ((0, 82.0), (1, 82.3), (2, 82.6))]
+    results += [nll_result("mnist", "hvae", "exemplar", 0, 81.5)]
+    table = compile_table("nll", write_results(tmp_path, "nll", results), REPORTED, "reduced")
+    vae, hvae = row_of(table, ("mnist", "vae", "exemplar")), row_of(table, ("mnist", "hvae", "exemplar"))
+    assert (vae["n_seeds"], vae["reproduced_mean"]) == (3, pytest.approx(-82.3))
+    assert vae["reproduced_std"] == pytest.approx(0.3) and vae["status"] == "within 2 sigma (3 seeds)"
+    assert vae["sigma"] == pytest.approx(math.sqrt(0.18**2 / 5 + 0.09 / 3))  # 0.19: 0.21 off is within 2 sigma
+    assert (hvae["n_seeds"], hvae["reproduced_mean"], hvae["reported_mean"]) == (1, -81.5, -81.22)
+    assert math.isnan(hvae["reproduced_std"]) and hvae["status"] == "off (1 seed)"  # 0.28 > 2 x 0.05 sqrt(1.2)
+    markdown = to_markdown(table, "nll", "reduced")
+    assert "| mnist | vae | exemplar | -82.09 +- 0.18 | -82.30 +- 0.30 | 3 |" in markdown
+    assert "| mnist | hvae | exemplar | -81.22 +- 0.05 | -81.50 | 1 |" in markdown
+
+
+def test_stand_in_rows_sit_beside_the_papers_column_but_are_not_compared_with_it(tmp_path):
+    data = {"name": "omniglot_raw28", "split": OMNIGLOT_SPLIT, "labels": "character index (0..1622)"}
+    results = [{**nll_result("omniglot_raw28", "vae", prior, 0, nll), "data": data}
+               for prior, nll in (("gaussian", 108.34), ("vampprior", 95.0), ("exemplar", 120.0))]
+    table = compile_table("nll", write_results(tmp_path, "nll", results), REPORTED, "reduced")
+    assert len(table) == 41  # the stand-in's rows are the paper's Omniglot rows, not rows of their own
+    for prior, value in (("gaussian", -108.34), ("vampprior", -95.0), ("exemplar", -120.0)):
+        row = row_of(table, ("omniglot", "vae", prior))
+        assert (row["data_used"], row["reproduced_mean"], row["n_seeds"]) == ("omniglot_raw28", value, 1)
+        assert row["status"] == "STAND-IN data: not compared with the paper's value (1 seed)"
+        assert math.isnan(row["difference"]) and math.isnan(row["sigma"]) and row["note"] == OMNIGLOT_SPLIT
+    # the same Gaussian value as the paper's would read "within 2 sigma", a far one "off": neither is said
+    assert not table["status"].str.contains("within|off").loc[table["data_used"] == "omniglot_raw28"].any()
+    assert row_of(table, ("omniglot", "hvae", "gaussian"))["status"] == "not run"
+    markdown = to_markdown(table, "nll", "reduced")
+    line = next(line for line in markdown.splitlines() if "| omniglot | vae | gaussian |" in line)
+    assert "-108.34 +- 0.06 | -108.34 | 1 |  |  | STAND-IN data" in line and "STAND-IN built from raw Omniglot" in line
+    assert "STAND-IN rows (see their note) are of data that only stand in for the paper's" in markdown
+    assert "STAND-IN rows" not in to_markdown(compile_table("nll", [], REPORTED, "reduced"), "nll", "reduced")
+
+
+def test_a_stand_in_and_the_papers_own_data_are_never_averaged_together(tmp_path):
+    results = [nll_result("omniglot", "vae", "exemplar", 0, 105.2),
+               {**nll_result("omniglot_raw28", "vae", "exemplar", 0, 99.0), "data": {"split": OMNIGLOT_SPLIT}}]
+    table = compile_table("nll", write_results(tmp_path, "nll", results), REPORTED, "paper")
+    rows = table[(table["dataset"] == "omniglot") & (table["architecture"] == "vae") & (table["prior"] == "exemplar")]
+    assert rows.set_index("data_used")["reproduced_mean"].to_dict() == {"omniglot": -105.2, "omniglot_raw28": -99.0}
+    assert rows.set_index("data_used")["status"].to_dict() == {
+        "omniglot": "within 2 sigma (1 seed)",
+        "omniglot_raw28": "STAND-IN data: not compared with the paper's value (1 seed)"}
+
+
+def test_knn_rows_name_the_labels_and_a_stand_in_without_a_paper_value_reads_not_reported(tmp_path):
+    data = {"name": "omniglot_raw28", "split": OMNIGLOT_SPLIT, "labels": "character index (0..1622)"}
+    results = [{"run": run_record("omniglot_raw28", "vae", "exemplar", 0), "latent": {"k": 1, "test_error": 60.0},
+                "labels": "character index (0..1622)", "classes": 1623, "data": data},
+               {"run": run_record("mnist", "vae", "exemplar", 0), "latent": {"k": 3, "test_error": 1.1},
+                "labels": "class index (0..9)", "classes": 10}]
+    table = compile_table("knn", write_results(tmp_path, "knn", results), REPORTED, "reduced")
+    omniglot = row_of(table, ("omniglot", "vae", "exemplar"))
+    assert math.isnan(omniglot["reported_mean"]) and omniglot["status"] == "no reported value (STAND-IN data)"
+    assert omniglot["note"] == f"kNN labels: character index (0..1622); {OMNIGLOT_SPLIT}"
+    mnist = row_of(table, ("mnist", "vae", "exemplar"))
+    assert mnist["note"] == "encoder means; k not stated; kNN labels: class index (0..9)"

@@ -159,6 +159,7 @@ def load_idx(spec: DatasetSpec, split_seed: int, **kwargs) -> ImageDataset:
         provenance={
             "files": {f.name: f"{f.algo}:{f.digest}" for f in spec.files},
             "split": "train = first 50,000 training images, val = last 10,000, test = standard 10,000",
+            "labels": "class index (0..9)",
         },
     )
 
@@ -327,5 +328,6 @@ def load_embedded_subset(root: Path | None = None) -> ImageDataset:
         val_labels=arrays["y_val"].astype(np.int64),
         test=gray(arrays["x_test"]),
         test_labels=arrays["y_test"].astype(np.int64),
-        provenance={"files": {"mnist_subset.npz": f"sha256-content:{digest}"}, "split": meta["rule"]},
+        provenance={"files": {"mnist_subset.npz": f"sha256-content:{digest}"}, "split": meta["rule"],
+                    "labels": "digit class (0..9)"},
     )

@@ -8,7 +8,10 @@ sample). Search is exact Euclidean (faiss ``IndexFlatL2``). Protocol:
 * test error with references = training + validation splits (all 60,000 MNIST / Fashion-MNIST training
   images, as docs/protocol.md says), for the chosen k and for every k;
 * majority vote over the k nearest; a tie between classes goes to the tied class whose nearest member
-  ranks first (the nearest neighbour among the tied classes decides).
+  ranks first (the nearest neighbour among the tied classes decides);
+* the classes are the dataset's labels, which the result names (``labels``, from the dataset's provenance:
+  digit or clothing classes for MNIST and Fashion-MNIST, the 1,623 characters for ``omniglot_raw28``,
+  whose raw files carry no alphabet labels).
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ def knn_probe(run_dir: str | Path, out: str | Path, ks=DEFAULT_KS, pixel_baselin
     pixel = probe(*[a for pair in zip(splits.values(), labels) for a in pair], ks) if pixel_baseline else None
     result = {
         "metric": "kNN classification error (%)",
+        "labels": data.provenance.get("labels"),
+        "classes": len(np.unique(np.concatenate(labels))),
         "latent": latent,
         "pixel": pixel,
         "ks": list(ks),

@@ -10,12 +10,16 @@ above 0 means the claim holds on that seed:
 - exemplar augmentation lowers the classifier's error: error(no augmentation) - error(augmentation),
   one effect per classifier seed (the augmenting exemplar model is the same for every seed).
 
-Seeds are paired: a seed has an effect when it has every result the claim compares. Next to ours
+Seeds are paired: a seed has an effect when it has every result the claim compares, so where the
+priors of one dataset and architecture were run with different seeds, only the seeds they share
+count, and the row's note names the seeds left out. Next to ours
 stands the paper's effect, the same margin of its means, with its spread sqrt(s_winner^2 +
 s_runner_up^2): the std of one seed's effect were the paper's runs independent, comparable with the
 std of ours. The verdict reads the signs of our effects: "holds on every seed", "reversed on every
 seed", "tied on every seed", "mixed", or "not testable" where no seed has every result the claim
 needs. It says nothing about the size of the effect, nor beyond the study's budget (its profile).
+A dataset that stands in for the paper's (``evae.report.tables.stand_in_note``) gets its own rows, beside
+the paper's effect on the paper's data: the signs, the order of the priors, are what compare.
 
 Metrics are the pure functions `margin`, `verdict`, `seed_effects`, `paper_effect` and `evaluate_claim`;
 `compile_claims` reads the results (verified, through `evae.report.tables.records`) and applies them.
@@ -129,12 +133,12 @@ def compile_claims(results: Mapping[str, Sequence[str | Path]], reported_path: s
         if values is None or values.empty:
             continue
         reported = load_reported(reported_path, claim.kind)
-        for (dataset, architecture), group in values.groupby(["dataset", "architecture"], sort=False):
+        for (dataset, architecture, data_used), group in values.groupby(["dataset", "architecture", "data_used"],
+                                                                        sort=False):
             paper, width_unknown = _paper_rows(reported, dataset, architecture)
             row = evaluate_claim(claim, group, paper)
             rows.append({**row, "dataset": dataset, "architecture": architecture, "profile": profile,
-                         "data_used": ",".join(sorted(set(group["data_used"]))),
-                         "note": _note(claim, group, row["verdict"], width_unknown)})
+                         "data_used": data_used, "note": _note(claim, group, row["verdict"], width_unknown)})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -149,10 +153,18 @@ def _paper_rows(reported: pd.DataFrame, dataset: str, architecture: str) -> tupl
 
 def _note(claim: Claim, group: pd.DataFrame, found: str, width_unknown: bool) -> str:
     """What a reader needs besides the numbers: which results are missing, what the seeds are."""
-    notes = []
+    notes = [n for n in dict.fromkeys(group["stand_in"]) if n]
+    if notes:
+        notes.append("the paper's effect is on its own data: only the sign, the order of the priors, compares")
     if found == "not testable":
         missing = [p for p in (claim.winner, *claim.others) if p not in set(group["prior"])]
         notes.append(f"no {', '.join(missing)} result" if missing else "no seed has every result compared")
+    else:
+        compared = group[group["prior"].isin((claim.winner, *claim.others))]
+        complete = compared.groupby("seed")["prior"].nunique() == 1 + len(claim.others)
+        if not complete.all():
+            left = ", ".join(f"seed{s}" for s in complete.index[~complete])
+            notes.append(f"{left} left out: not every compared result has it (seeds are paired)")
     if claim.kind == "augmentation":
         model = group.loc[group["prior"] == "exemplar", ["config_hash", "exemplar_training"]].drop_duplicates()
         named = "; ".join(f"config {h}, {t}" for h, t in model.itertuples(index=False))

@@ -35,8 +35,12 @@ def _save(fig, out: str | Path) -> None:
 
 def _label(run) -> str:
     cfg = run.cfg
-    label = f"{cfg.dataset} / {cfg.architecture} / {cfg.prior} / seed {cfg.seed}"
-    return label + (f" [STAND-IN: {STAND_INS[cfg.dataset]}]" if cfg.dataset in STAND_INS else "")
+    return _dataset_label(cfg.dataset, f"{cfg.dataset} / {cfg.architecture} / {cfg.prior} / seed {cfg.seed}")
+
+
+def _dataset_label(dataset: str, label: str) -> str:
+    """``label`` of something drawn from ``dataset``, marked as a stand-in where it is one."""
+    return label + (f" [STAND-IN: {STAND_INS[dataset]}]" if dataset in STAND_INS else "")
 
 
 def _decoded(draws: bool) -> str:
@@ -260,7 +264,7 @@ def training_curves(run_dirs, out, budget: str | None = None):
             ax.plot(m["epoch"], m["val_loss"], color=colours.get(prior), alpha=0.8,
                     label=None if prior in seen else prior)
             seen.add(prior)
-        _style(ax, f"{panel[0]} / {panel[1]}", "epoch", "validation -ELBO (nats)")
+        _style(ax, _dataset_label(panel[0], f"{panel[0]} / {panel[1]}"), "epoch", "validation -ELBO (nats)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"training curves{_budget_note(budget)}", fontsize=10)
     _save(fig, out)
@@ -283,6 +287,6 @@ def knn_error_vs_k(result_paths, out, budget: str | None = None):
                 pks, perr = zip(*sorted((int(k), v) for k, v in r["pixel"]["test_error_by_k"].items()))
                 ax.plot(pks, perr, "k--", label="pixel space")
                 pixel_done = True
-        _style(ax, dataset, "k", "test error (%)")
+        _style(ax, _dataset_label(dataset, dataset), "k", "test error (%)")
     fig.suptitle(f"kNN classification error on encoder means{_budget_note(budget)}", fontsize=10)
     _save(fig, out)

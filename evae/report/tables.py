@@ -4,7 +4,12 @@ Each reproduced number is the mean over the study's seeds, next to the paper's m
 the difference (reproduced - reported), a status and the provenance that says how it was made:
 each run's epochs trained, its best-validation (early-stopping) epoch and the number of segments it
 was trained in (a note names the commits, hosts and devices where a run's segments differ).
-Stand-in datasets are compared with the paper column the dataset registry names.
+A dataset that stands in for the paper's (the registry's ``stand_in``, e.g. ``omniglot_raw28`` for the
+paper's Omniglot) sits beside the paper column the registry names, but its rows are not compared with
+the paper's numbers: no difference, no sigma, a status that says STAND-IN, and a note that says how its
+images were made. Data that differ from the paper's give other absolute values; what the paper's
+claims say of them, the order of the priors, is tested in the claims table (`evae.report.claims`).
+A kNN row names the labels its probe classified (the dataset's provenance), where the results record them.
 
 Status compares like with like: the paper's number is a mean over ``PAPER_SEEDS`` = 5 training
 runs with std s_p (docs/protocol.md section 5 says so for the NLL; the kNN and augmentation tables give a
@@ -52,11 +57,21 @@ COLUMNS = [
 KEY = ["dataset", "architecture", "prior"]
 UNKNOWN_WIDTH = "mlp"  # reported.csv's architecture of a classifier whose width the paper does not give
 RECORD = [*KEY, "data_used", "seed", "value", "epochs", "best_epoch", "segments", "segment_note", "samples",
-          "exemplar_training", "config_hash"]
+          "exemplar_training", "config_hash", "stand_in", "labels"]
 
 
 def paper_column(dataset: str) -> str:
     return get_spec(dataset).paper_column
+
+
+def stand_in_note(dataset: str, data: dict | None) -> str:
+    """What a stand-in dataset's images are and how they were made: its provenance's ``split`` where that says
+    STAND-IN, else the registry's ``stand_in`` text followed by it; "" for the paper's own data."""
+    spec = get_spec(dataset)
+    if not spec.stand_in:
+        return ""
+    split = (data or {}).get("split", "")
+    return split if "STAND-IN" in split else f"STAND-IN ({spec.stand_in})" + (f": {split}" if split else "")
 
 
 def load_reported(path: str | Path, table: str) -> pd.DataFrame:
@@ -103,8 +118,9 @@ def _short(commit: str) -> str:
     return (head[:12] if len(head) == 40 else head) + plus + rest
 
 
-def _run_key(run: dict) -> dict:
-    """Key and provenance of the trained run an evaluation JSON names (its ``run`` record)."""
+def _run_key(result: dict) -> dict:
+    """Key and provenance of the trained run an evaluation JSON names (its ``run`` record) and of its data."""
+    run = result["run"]
     cfg = run["config"]
     count, differ = segments(run.get("segments"))
     return {
@@ -119,21 +135,24 @@ def _run_key(run: dict) -> dict:
         "segment_note": f"seed{cfg['seed']} trained in {count} segments: {differ}" if differ else "",
         "exemplar_training": exemplar_training(cfg),
         "config_hash": run["config_digest"],
+        "stand_in": stand_in_note(cfg["dataset"], result.get("data")),
+        "labels": "",
     }
 
 
 def _nll_record(result: dict) -> dict:
     # The paper reports the test log-likelihood, i.e. minus the NLL.
-    return {**_run_key(result["run"]), "value": -result["nll"], "samples": result["samples"]}
+    return {**_run_key(result), "value": -result["nll"], "samples": result["samples"]}
 
 
 def _bits_record(result: dict) -> dict:
     """Colour datasets: NLL in bits per dimension (the paper reports none, so nothing is negated)."""
-    return {**_run_key(result["run"]), "value": result["nll_bits_per_dim"], "samples": result["samples"]}
+    return {**_run_key(result), "value": result["nll_bits_per_dim"], "samples": result["samples"]}
 
 
 def _knn_record(result: dict) -> dict:
-    return {**_run_key(result["run"]), "value": result["latent"]["test_error"], "samples": None}
+    return {**_run_key(result), "value": result["latent"]["test_error"], "samples": None,
+            "labels": result.get("labels") or ""}
 
 
 def _augmentation_record(result: dict) -> dict:
@@ -153,6 +172,8 @@ def _augmentation_record(result: dict) -> dict:
         "samples": None,
         "exemplar_training": exemplar_training(run["config"]) if run else "",
         "config_hash": run["config_digest"] if run else "",
+        "stand_in": stand_in_note(result["dataset"], result.get("data")),
+        "labels": "",
     }
 
 
@@ -168,13 +189,14 @@ def compile_table(
     kind: str, result_paths: list[str | Path], reported_path: str | Path, profile: str, name: str | None = None
 ) -> pd.DataFrame:
     """Every reported row of table ``name`` (default: ``kind``) plus every reproduced one, matched on
-    (dataset, arch, prior)."""
+    (dataset, arch, prior); each reproduced row is one dataset's (``data_used``) mean over the seeds it has."""
     reported = load_reported(reported_path, name or kind)
     runs = records(kind, result_paths)
-    reproduced = [_summarise(group) for _, group in runs.groupby(KEY, sort=False)] if len(runs) else []
-    rep = pd.DataFrame(reproduced, columns=[*KEY, "reproduced_mean", "reproduced_std", "n_seeds", "data_used",
-                                            "epochs_trained", "best_epoch", "segments", "importance_samples",
-                                            "exemplar_training", "config_hash", "run_note"])
+    groups = runs.groupby([*KEY, "data_used"], sort=False) if len(runs) else []
+    rep = pd.DataFrame([_summarise(group) for _, group in groups],
+                       columns=[*KEY, "reproduced_mean", "reproduced_std", "n_seeds", "data_used", "epochs_trained",
+                                "best_epoch", "segments", "importance_samples", "exemplar_training", "config_hash",
+                                "stand_in", "run_note"])
     if kind == "augmentation":
         reported = _match_unknown_widths(reported, rep)
     # the paper's row order, rows it does not report after them (an outer merge would sort by key)
@@ -185,9 +207,12 @@ def compile_table(
     table["sigma"] = [sigma(r.reported_std, r.reproduced_std, r.n_seeds) for r in table.itertuples()]
     table["status"] = [status(r.reported_mean, r.reproduced_mean, r.difference, r.sigma, r.n_seeds, r.reported_std)
                        for r in table.itertuples()]
+    stand_in = table["stand_in"].fillna("") != ""
+    table.loc[stand_in, ["difference", "sigma"]] = math.nan
+    table.loc[stand_in, "status"] = [stand_in_status(r.reported_mean, r.n_seeds) for r in table[stand_in].itertuples()]
     table["profile"] = np.where(table["n_seeds"].notna(), profile, "")
-    table["note"] = ["; ".join(n for n in (note, run_note) if isinstance(n, str) and n)
-                     for note, run_note in zip(table["note"], table["run_note"])]
+    table["note"] = ["; ".join(n for n in notes if isinstance(n, str) and n)
+                     for notes in zip(table["note"], table["run_note"], table["stand_in"])]
     return table[COLUMNS].reset_index(drop=True)
 
 
@@ -218,6 +243,14 @@ def status(reported_mean: float, reproduced_mean: float, difference: float, se: 
     return f"{verdict} ({'; '.join(caveats)})" if caveats else verdict
 
 
+def stand_in_status(reported_mean: float, n_seeds: float) -> str:
+    """The status of a row of stand-in data: never agreement or disagreement with the paper's number."""
+    if pd.isna(reported_mean):
+        return "no reported value (STAND-IN data)"
+    n = int(n_seeds)
+    return f"STAND-IN data: not compared with the paper's value ({n} seed{'s' if n > 1 else ''})"
+
+
 def _summarise(group: pd.DataFrame) -> dict:
     group = group.sort_values("seed", kind="stable")
     n = len(group)
@@ -233,7 +266,9 @@ def _summarise(group: pd.DataFrame) -> dict:
         "importance_samples": _span(group["samples"].dropna()) if group["samples"].notna().any() else "",
         "exemplar_training": ",".join(sorted(set(group["exemplar_training"]) - {""})),
         "config_hash": ",".join(sorted(set(group["config_hash"]))),
-        "run_note": ". ".join(n for n in group["segment_note"] if n),
+        "stand_in": "; ".join(dict.fromkeys(n for n in group["stand_in"] if n)),
+        "run_note": ". ".join([*(f"kNN labels: {labels}" for labels in dict.fromkeys(group["labels"]) if labels),
+                               *(n for n in group["segment_note"] if n)]),
     }
 
 
@@ -308,6 +343,10 @@ def to_markdown(table: pd.DataFrame, name: str, profile: str) -> str:
               "2 sigma, else off; in parentheses, fewer seeds than the paper's and a missing reported std. "
               "epochs_trained, best_epoch (the best-validation epoch whose weights are evaluated) and segments (the "
               "processes a run was trained in; blank: not recorded) are per run, seed by seed where they differ."]
+    if (table["note"].str.contains("STAND-IN")).any():
+        lines += ["", "STAND-IN rows (see their note) are of data that only stand in for the paper's: their absolute "
+                  "values are not comparable with the paper's, so they get no difference, sigma or verdict; what "
+                  "compares is the order of the priors (the claims table)."]
     return "\n".join(lines) + "\n"
 
 
