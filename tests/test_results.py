@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from evae.data.registry import DATASETS
 from evae.report import claims
-from evae.report.tables import compile_table, to_markdown
+from evae.report.tables import compile_table, paper_column, to_markdown
 from evae.study import Study, load_config
 from tests.conftest import REPO
 
@@ -33,25 +34,40 @@ def study() -> Study:
     return Study(merged_config("reduced"))
 
 
-def test_reduced_study_is_the_mlp_vae_with_three_priors_at_100_epochs(study):
+def test_reduced_study_runs_the_paper_settings_stopped_at_100_epochs(study):
+    """Every run is the paper profile's run of the same architecture, prior and seed on the paper's column of its
+    dataset, stopped at epoch 100, the exemplar prior in kNN mode."""
     assert study.root == "results/reduced" and "mnist" in study.trained("dataset")
-    assert {r.prior for r in study.runs} == set(PRIORS) and {r.architecture for r in study.runs} == {"vae"}
+    assert set(study.trained("prior")) == set(PRIORS)
+    paper = Study(merged_config("config"))
     for run in study.runs:
         cfg = study.train_config(run.dataset, run.architecture, run.prior, run.seed)
-        assert (cfg.architecture, cfg.max_epochs, cfg.warmup_epochs, cfg.lr, cfg.batch_size) == ("vae", 100, 100, 5e-4, 100)
-        # the paper protocol's run of the same seed, stopped at epoch 100, in kNN mode for the exemplar prior
-        paper = Study(merged_config("config")).train_config(run.dataset, "vae", run.prior, run.seed)
+        assert (cfg.max_epochs, cfg.warmup_epochs, cfg.lr, cfg.batch_size) == (100, 100, 5e-4, 100)
         assert cfg.exemplar_mode == "knn" and cfg.exemplar_k == 10
-        assert cfg.replace(exemplar_mode=paper.exemplar_mode).trajectory_digest() == paper.trajectory_digest()
+        same = paper.train_config(paper_column(run.dataset), run.architecture, run.prior, run.seed)
+        changed = cfg.replace(exemplar_mode=same.exemplar_mode, dataset=same.dataset, max_epochs=same.max_epochs)
+        assert changed.trajectory_digest() == same.trajectory_digest()
 
 
 @pytest.mark.parametrize("kind", ["nll", "knn", "augmentation"])
 def test_committed_table_holds_every_row_labelled_reduced_budget(study, kind):
     table = pd.read_csv(REDUCED / "tables" / f"{kind}.csv")
     ours = table[table["status"] != "not run"]
-    datasets = study.config[kind]["datasets"] if kind in ("knn", "augmentation") else study.trained("dataset")
-    expected = {(d, p) for d in datasets for p in (("none", "exemplar") if kind == "augmentation" else PRIORS)}
-    assert set(zip(ours["dataset"], ours["prior"])) == expected
+    if kind == "augmentation":
+        expected = {(d, f"mlp_2x{h}", p) for d in study.config[kind]["datasets"] for h in study.config[kind]["hidden"]
+                    for p in ("none", "exemplar")}
+    else:
+        knn = study.config["knn"]
+        expected = {(r.dataset, r.architecture, r.prior) for r in study.runs
+                    if kind == "nll" or (r.dataset in knn["datasets"] and r.architecture in knn["architectures"])}
+    assert set(zip(ours["data_used"], ours["architecture"], ours["prior"])) == expected
+    seeds = {}
+    for run in study.runs:
+        seeds.setdefault((run.dataset, run.architecture, run.prior), set()).add(run.seed)
+    if kind == "augmentation":
+        seeds = {key: set(study.config[kind]["seeds"]) for key in expected}
+    assert [int(n) for n in ours["n_seeds"]] == [len(seeds[key]) for key in
+                                                 zip(ours["data_used"], ours["architecture"], ours["prior"])]
     assert ours["reproduced_mean"].notna().all() and set(ours["profile"]) == {"reduced"}
     markdown = (REDUCED / "tables" / f"{kind}.md").read_text().splitlines()
     assert "REDUCED BUDGET" in markdown[0]
@@ -81,9 +97,17 @@ def test_committed_claims_are_what_the_evaluation_jsons_compile_to_and_name_the_
     assert recompiled.to_csv(index=False) == (REDUCED / "tables" / "claims.csv").read_text()
     markdown = (REDUCED / "tables" / "claims.md").read_text()
     assert claims.to_markdown(recompiled, study.profile) == markdown
-    # every claim on both datasets, each tested on the one seed and labelled with the budget
-    assert len(recompiled) == len(claims.CLAIMS) * 2 and set(recompiled["n_seeds"]) == {1}
-    assert markdown.count("seed, REDUCED BUDGET) |") == len(recompiled)
+    # every claim on every dataset and architecture it applies to, labelled with the budget
+    tested = {(r.dataset, r.architecture) for r in study.runs}
+    augmented = {(d, f"mlp_2x{h}") for d in study.config["augmentation"]["datasets"]
+                 for h in study.config["augmentation"]["hidden"]}
+    knn = {(d, a) for d, a in tested if d in study.config["knn"]["datasets"] and a in study.config["knn"]["architectures"]}
+    expected = {"augmentation": augmented, "knn": knn}
+    for claim in claims.CLAIMS:
+        rows = recompiled[recompiled["claim"] == claim.text]
+        assert set(zip(rows["data_used"], rows["architecture"])) == expected.get(claim.kind, tested), claim.text
+    assert (recompiled["verdict"] != "not testable").all()
+    assert markdown.count("REDUCED BUDGET) |") == len(recompiled)
 
 
 def test_every_committed_number_carries_its_provenance(study):
@@ -98,7 +122,8 @@ def test_every_committed_number_carries_its_provenance(study):
             assert env["git_commit"] not in ("", "unknown") and env["cpu"]["model"] and env["torch"]
             assert result["data"]["files"] == summary["data"]["files"]
         nll = json.loads((REPO / study.eval_path(run, "nll")).read_text())
-        assert (nll["images"], nll["samples"], nll["split"]) == (10_000, 5000, "test") and nll["wall_seconds"] > 0
+        test_images = DATASETS[run.dataset].split_sizes[2]
+        assert (nll["images"], nll["samples"], nll["split"]) == (test_images, 5000, "test") and nll["wall_seconds"] > 0
         if run.prior == "exemplar":
             assert nll["exemplar_bound"] == 1e-3 and nll["certified_bound"]["max"] <= 1e-3 + 1e-12
 
