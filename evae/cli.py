@@ -78,9 +78,21 @@ def cmd_status(args) -> None:
     if args.resumable:
         print("\n".join(f"{study.run_dir(run)}/{CHECKPOINT}" for run, p in zip(study.runs, progress)
                         if p.state == "unfinished"))
-    else:
-        print(f"{study.profile} study ({study.label}), {study.root}/runs:")
-        print(format_progress(progress))
+        return
+    print(f"{study.profile} study ({study.label}), {study.root}/runs:")
+    print(format_progress(progress))
+    if args.plot:
+        from evae.report.figures import training_curves
+        from evae.study import figure_label
+
+        started = [study.run_dir(run) for run, p in zip(study.runs, progress) if p.epoch > 0]
+        if not started:
+            raise SystemExit("--plot: no run of the study has trained an epoch yet")
+        label = figure_label(study.profile)
+        if any(p.state == "unfinished" for p in progress):
+            label = f"{label}, IN PROGRESS" if label else "IN PROGRESS"
+        training_curves(started, args.plot, budget=label)
+        print(f"{args.plot}: the validation curves of the {len(started)} runs started so far")
 
 
 def _compute_options(p) -> None:
@@ -142,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", default="config/config.yaml", help="the base config (default: config/config.yaml)")
     p.add_argument("--resumable", action="store_true",
                    help="print only the checkpoint.pt of each unfinished run, one a line (to commit with git add -f)")
+    p.add_argument("--plot", metavar="PNG", help="also draw the validation curves of every run started so far")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(

@@ -6,10 +6,12 @@ from __future__ import annotations
 import itertools
 import math
 
+import pandas as pd
 import pytest
 
 from evae.cli import main as cli_main
 from evae.config import TrainConfig
+from evae.report import figures
 from evae.status import epochs_left, format_progress, run_progress
 from evae.study import Study, load_config
 from evae.train import loop
@@ -79,3 +81,17 @@ def test_the_command_lists_a_studys_runs_and_its_resumable_checkpoints(tmp_path,
 
     assert cli_main([*args, "--resumable"]) == 0
     assert capsys.readouterr().out.split() == [f"{study.run_dir(first)}/checkpoint.pt"]
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out: drawn.append((fig.texts[0].get_text(), out)))
+    assert cli_main([*args, "--plot", "progress.png"]) == 0  # the one run started so far, as far as it has come
+    assert "progress.png: the validation curves of the 1 runs started so far" in capsys.readouterr().out
+    assert drawn == [("training curves [SMOKE, IN PROGRESS run: not comparable with the paper]", "progress.png")]
+
+
+def test_the_curves_loss_axis_starts_a_tenth_into_the_longest_run():
+    long = pd.DataFrame({"epoch": range(1, 101), "val_loss": [100.0 + 1000 / e for e in range(1, 101)]})
+    short = pd.DataFrame({"epoch": range(1, 6), "val_loss": [500.0, 400, 300, 200, 150]})
+    low, high = figures._loss_range([long, short])
+    margin = 0.05 * (200 - 110)  # epochs 10..100 of the long run and none of the short one's
+    assert (low, high) == pytest.approx((110 - margin, 200 + margin))

@@ -247,27 +247,41 @@ def prior_comparison(run_dir, out, ks, seed: int = 0, budget: str | None = None)
 
 
 def training_curves(run_dirs, out, budget: str | None = None):
-    """Validation -ELBO per epoch, one panel per (dataset, architecture), one line per prior and seed."""
+    """Validation -ELBO per epoch, one panel per (dataset, architecture), one line per prior and seed, each run
+    as far as it has come (a run in progress has its config and metrics but no summary yet). Each panel's y-axis
+    starts a tenth of the way into its longest run: the first epochs' losses, tens of nats above the rest, would
+    flatten the curves where the priors differ."""
     curves = []
     for run_dir in run_dirs:
-        cfg = runs.read_summary(run_dir)["config"]
+        cfg = runs.read_config(run_dir)
         metrics = pd.DataFrame(runs.read_metrics(run_dir))
-        curves.append(((cfg["dataset"], cfg["architecture"]), cfg["prior"], cfg["seed"], metrics))
+        curves.append(((cfg.dataset, cfg.architecture), cfg.prior, cfg.seed, metrics))
     panels = sorted({r[0] for r in curves})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     colours = {"gaussian": "tab:blue", "vampprior": "tab:orange", "exemplar": "tab:green"}
     for ax, panel in zip(axes[0], panels):
         seen = set()
+        shown = [m for key, _, _, m in curves if key == panel]
         for key, prior, seed, m in curves:
             if key != panel:
                 continue
             ax.plot(m["epoch"], m["val_loss"], color=colours.get(prior), alpha=0.8,
                     label=None if prior in seen else prior)
             seen.add(prior)
+        ax.set_ylim(*_loss_range(shown))
         _style(ax, _dataset_label(panel[0], f"{panel[0]} / {panel[1]}"), "epoch", "validation -ELBO (nats)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"training curves{_budget_note(budget)}", fontsize=10)
     _save(fig, out)
+
+
+def _loss_range(metrics: list[pd.DataFrame]) -> tuple[float, float]:
+    """The validation losses of one panel from a tenth of the way into its longest run on, with a margin."""
+    start = max(int(m["epoch"].max()) for m in metrics) // 10
+    later = pd.concat([m.loc[m["epoch"] >= start, "val_loss"] for m in metrics])
+    low, high = float(later.min()), float(later.max())
+    margin = 0.05 * (high - low) or 1.0
+    return low - margin, high + margin
 
 
 def knn_error_vs_k(result_paths, out, budget: str | None = None):
