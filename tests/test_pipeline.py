@@ -119,10 +119,10 @@ def test_each_figure_architecture_s_figures_are_planned_from_its_runs(workdir):
     jobs = planned_jobs(proc.stdout)
     runs = "results/smoke/runs/mnist_subset/{}/{}/seed0/summary.json"
     for architecture, suffix, priors in (("vae", "", PRIORS), ("hvae", "_of_architecture", ["gaussian", "exemplar"])):
+        exemplar_run = [runs.format(architecture, "exemplar")]
         name = f"_mnist_subset{'_hvae' if suffix else ''}.png"
-        assert jobs[f"results/smoke/figures/tsne{name}"] == (f"model_figure{suffix}", [runs.format(architecture, "exemplar")])
-        assert jobs[f"results/smoke/figures/cyclic_generation{name}"] == (
-            f"cyclic_generation{suffix}", [runs.format(architecture, "exemplar")])
+        assert jobs[f"results/smoke/figures/tsne{name}"] == (f"model_figure{suffix}", exemplar_run)
+        assert jobs[f"results/smoke/figures/cyclic_generation{name}"] == (f"cyclic_generation{suffix}", exemplar_run)
         assert jobs[f"results/smoke/figures/unconditional_samples{name}"] == (
             f"unconditional_samples{suffix}", [runs.format(architecture, p) for p in priors])
 
