@@ -277,9 +277,9 @@ class Study:
         """Peak memory of an evaluation job of a run trained with ``cfg``."""
         return 1500 + 2 * self._data_mb(cfg.dataset) + self._model_mb(cfg) // 2
 
-    def figure_mem_mb(self, dataset: str) -> int:
-        """Peak memory of a figure of ``dataset`` (drawn from up to one model per prior)."""
-        run = self.figure_model(dataset)
+    def figure_mem_mb(self, dataset: str, architecture: str) -> int:
+        """Peak memory of a figure of ``dataset`` drawn from ``architecture`` (from up to one model per prior)."""
+        run = self.figure_model(dataset, architecture)
         return 1000 + self.eval_mem_mb(self.train_config(run.dataset, run.architecture, run.prior, run.seed))
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -316,9 +316,10 @@ class Study:
         m = self.config["augmentation"]["exemplar_model"]
         return Run(dataset, m["architecture"], "exemplar", m["seed"])
 
-    def figure_model(self, dataset: str, prior: str = "exemplar") -> Run:
-        """The run ``dataset``'s figures are drawn from: of ``figures.architectures`` that model its images, the first
-        whose exemplar model the study trains (with ``figures.seed``), else the first; with ``prior`` for its prior."""
+    def figure_architectures(self, dataset: str) -> list[str]:
+        """The architectures ``dataset``'s figures are drawn from: those of ``figures.architectures`` that model its
+        images and whose exemplar model the study trains with ``figures.seed``, in that order (at least one, else a
+        ConfigError)."""
         f = self.config["figures"]
         able = [a for a in f["architectures"] if ARCHITECTURES[a].models(DATASETS[dataset])]
         if not able:
@@ -327,18 +328,46 @@ class Study:
                 f"add one of {[a for a, arch in ARCHITECTURES.items() if arch.models(DATASETS[dataset])]}"
             )
         trained = {run.key for run in self.runs}
-        arch = next((a for a in able if Run(dataset, a, "exemplar", f["seed"]).key in trained), able[0])
-        return Run(dataset, arch, prior, f["seed"])
+        needed = [Run(dataset, a, "exemplar", f["seed"]).key for a in able]
+        drawn = [a for a, key in zip(able, needed) if key in trained]
+        if not drawn:
+            raise ConfigError(
+                f"figures of {dataset} needs the trained model {' or '.join(needed)}, which the study does not "
+                "train: add it to models (datasets, architectures, priors) and seeds, or change figures.seed"
+            )
+        return drawn
+
+    def figure_model(self, dataset: str, architecture: str, prior: str = "exemplar") -> Run:
+        """The run of ``prior`` that ``dataset``'s figures of ``architecture`` are drawn from (``figures.seed``)."""
+        return Run(dataset, architecture, prior, self.config["figures"]["seed"])
+
+    def figure_path(self, figure: str, dataset: str, architecture: str) -> str:
+        """Where ``figure`` of ``dataset`` drawn from ``architecture`` goes: ``{figure}_{dataset}.png`` for the
+        dataset's first figure architecture (so that adding an architecture renames no figure),
+        ``{figure}_{dataset}_{architecture}.png`` for the others."""
+        suffix = "" if architecture == self.figure_architectures(dataset)[0] else f"_{architecture}"
+        return f"{self.root}/figures/{figure}_{dataset}{suffix}.png"
+
+    def figure_architecture(self, dataset: str, named: str | None) -> str:
+        """The architecture of the figure of ``dataset`` whose file name ends in ``named`` (None: in no
+        architecture), as `figure_path` names them; a ConfigError where the study draws no such figure."""
+        first, *others = self.figure_architectures(dataset)
+        if named is None:
+            return first
+        if named not in others:
+            raise ConfigError(f"no figure of {dataset} is named after {named!r}: its figures of {first} name no "
+                              f"architecture, and it has figures of {others or 'no other'} (figures.architectures)")
+        return named
 
     def stand_ins(self) -> dict[str, str]:
         """The study's datasets that stand in for the paper's data, and what they are."""
         return {d: DATASETS[d].stand_in for d in self.trained("dataset") if DATASETS[d].stand_in}
 
-    def figure_priors(self, dataset: str) -> list[str]:
-        """The priors whose unconditional samples are drawn side by side for ``dataset``: those the study trains
-        with the architecture and seed of its figure model."""
-        m = self.figure_model(dataset)
-        return [r.prior for r in self.runs if (r.dataset, r.architecture, r.seed) == (dataset, m.architecture, m.seed)]
+    def figure_priors(self, dataset: str, architecture: str) -> list[str]:
+        """The priors whose unconditional samples of ``dataset`` are drawn side by side in its figure of
+        ``architecture``: those the study trains with that architecture and ``figures.seed``."""
+        seed = self.config["figures"]["seed"]
+        return [r.prior for r in self.runs if (r.dataset, r.architecture, r.seed) == (dataset, architecture, seed)]
 
     # -- outputs ---------------------------------------------------------------------------------
 
@@ -376,8 +405,9 @@ class Study:
         return [f"{self.root}/tables/{t}.{ext}" for t in self.tables() for ext in ("csv", "md")]
 
     def dataset_figure_targets(self, dataset: str) -> list[str]:
-        """The figures drawn of ``dataset``."""
-        return [f"{self.root}/figures/{name}_{dataset}.png" for name in self.dataset_figures(dataset)]
+        """The figures drawn of ``dataset``: each of `dataset_figures` from each of its figure architectures."""
+        return [self.figure_path(name, dataset, architecture)
+                for architecture in self.figure_architectures(dataset) for name in self.dataset_figures(dataset)]
 
     def claims_inputs(self) -> dict[str, list[str]]:
         """The evaluation JSONs the claims table (`evae.report.claims`) tests the paper's claims on, by kind."""
@@ -434,13 +464,14 @@ class Study:
         """Every evaluation must point at models the study trains."""
         trained = {run.key for run in self.runs}
         needed = [(f"augmentation of {d}", self.exemplar_model(d)) for d in self.config["augmentation"]["datasets"]]
-        needed += [(f"figures of {d}", self.figure_model(d)) for d in self.config["figures"]["datasets"]]
         for what, run in needed:
             if run.key not in trained:
                 raise ConfigError(
                     f"{what} needs the trained model {run.key}, which the study does not train: add it to "
                     "models (datasets, architectures, priors) and seeds, or change the section's model"
                 )
+        for d in self.config["figures"]["datasets"]:
+            self.figure_architectures(d)  # raises where the study trains none
         for key in ("dataset", "architecture"):
             extra = set(self.config["knn"][f"{key}s"]) - set(self.trained(key))
             if extra:

@@ -63,6 +63,24 @@ def drawn(monkeypatch):
     return figs
 
 
+def test_every_figure_of_a_binary_dataset_draws_from_a_two_level_model(tmp_path, drawn):
+    """The HVAE's figures, each titled with it: t-SNE of its top latent's encoder means, the exemplar prior on z2
+    against its kNN truncation."""
+    cfg = TrainConfig(dataset="mnist_subset", architecture="hvae", prior="exemplar", max_epochs=1, warmup_epochs=1,
+                      device="cpu", max_train_images=200, max_val_images=50)
+    train(cfg, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    figures.exemplar_samples(run, tmp_path / "f.png", n_exemplars=2, per_exemplar=3)
+    figures.interpolations(run, tmp_path / "f.png", pairs=2, steps=3)
+    figures.tsne(run, tmp_path / "f.png", points=40)
+    figures.unconditional_samples([run], tmp_path / "f.png", n=4)
+    figures.cyclic_generation(run, tmp_path / "f.png", chains=2, steps=3)
+    figures.prior_comparison(run, tmp_path / "f.png", ks=[1, 10])
+    assert len(drawn) == 6 and all("hvae" in fig["text"] for fig in drawn), [fig["text"] for fig in drawn]
+    gaps = figures.prior_comparison_data(run, [1, 10, 200])
+    assert (gaps["gap_mean"].diff().dropna() < 0).all() and abs(gaps["gap_max"].iloc[-1]) < 1e-3  # k = N: exact
+
+
 @pytest.mark.parametrize("name", sorted(GENERATED))
 def test_binary_models_show_decoder_means_unless_asked_for_draws(name, runs, drawn, tmp_path):
     target = [runs["mnist_subset"]] if name == "unconditional_samples" else runs["mnist_subset"]
@@ -170,12 +188,27 @@ def test_captions_say_what_stand_in_data_are_as_the_registry_does(caption, datas
     """The rules pass the registry's ``stand_in`` (common.smk: stand_in) as ``params.stand_in``; a dataset's name
     says nothing (omniglot_raw28 is a stand-in, celeba_sample is real CelebA)."""
     what = get_spec(dataset).stand_in
-    snakemake = SimpleNamespace(wildcards=SimpleNamespace(dataset=dataset, figure=CAPTIONS[caption]),
-                                params=SimpleNamespace(stand_in=what))
-    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)  # as Snakemake's report renders captions
-    text = env.from_string((REPO / "workflow" / "report" / f"{caption}.rst").read_text()).render(snakemake=snakemake)
+    text = render_caption(caption, CAPTIONS[caption], dataset, stand_in=what, architecture="vae")
     note = f". STAND-IN data: {dataset} is {what}."  # a sentence of its own
     assert (note in text) if what else ("STAND-IN" not in text)
+
+
+def render_caption(caption: str, figure: str | None, dataset: str, **params) -> str:
+    """The caption of a figure (``figure``: model_figure's wildcard) as Snakemake's report renders it."""
+    snakemake = SimpleNamespace(wildcards=SimpleNamespace(dataset=dataset, figure=figure),
+                                params=SimpleNamespace(**params))
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    return env.from_string((REPO / "workflow" / "report" / f"{caption}.rst").read_text()).render(snakemake=snakemake)
+
+
+@pytest.mark.parametrize(("caption", "figure"), [
+    *(("model_figure", f) for f in ("exemplar_samples", "interpolations", "tsne", "prior_comparison")),
+    ("unconditional_samples", None), ("cyclic_generation", None),
+])
+def test_captions_name_the_architecture_a_figure_is_drawn_from(caption, figure):
+    """The rules pass it as ``params.architecture`` (common.smk: figure_architecture), so that a dataset's figures
+    of the VAE and of the HVAE are told apart."""
+    assert "hvae" in render_caption(caption, figure, "mnist", stand_in=None, architecture="hvae")
 
 
 def test_study_figures_mark_the_panels_of_stand_in_data(drawn, tmp_path):

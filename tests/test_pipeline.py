@@ -93,6 +93,40 @@ def test_bad_config_stops_before_any_job(workdir, bad, message):
     assert not (workdir / "results").exists()
 
 
+PRIORS = ["gaussian", "vampprior", "exemplar"]
+
+
+def planned_jobs(output: str) -> dict[str, tuple[str, list[str]]]:
+    """Each job a dry run plans, by its output: its rule and its inputs."""
+    jobs = {}
+    for block in re.split(r"^(?:local)?rule ", output, flags=re.M)[1:]:
+        fields = dict(re.findall(r"^    (input|output): (.*)$", block, flags=re.M))
+        if "output" in fields:
+            jobs[fields["output"]] = (block.split(":")[0], fields.get("input", "").split(", "))
+    return jobs
+
+
+def test_each_figure_architecture_s_figures_are_planned_from_its_runs(workdir):
+    """MNIST figures of the VAE (plain names) and of the HVAE (named after it), each from its own rule and runs."""
+    (workdir / "config" / "two_architectures.yaml").write_text(
+        "models: [{datasets: [mnist_subset], architectures: [vae], priors: [gaussian, vampprior, exemplar]},\n"
+        "         {datasets: [mnist_subset], architectures: [hvae], priors: [gaussian, exemplar]}]\n"
+        "figures: {datasets: [mnist_subset], architectures: [vae, hvae]}\n"
+    )
+    figures = [f"results/smoke/figures/{f}_mnist_subset{a}.png" for a in ("", "_hvae")
+               for f in ("tsne", "unconditional_samples", "cyclic_generation")]
+    proc = snakemake(workdir, *figures, "-n", "--configfile", "config/smoke.yaml", "config/two_architectures.yaml")
+    jobs = planned_jobs(proc.stdout)
+    runs = "results/smoke/runs/mnist_subset/{}/{}/seed0/summary.json"
+    for architecture, suffix, priors in (("vae", "", PRIORS), ("hvae", "_of_architecture", ["gaussian", "exemplar"])):
+        exemplar_run = [runs.format(architecture, "exemplar")]
+        name = f"_mnist_subset{'_hvae' if suffix else ''}.png"
+        assert jobs[f"results/smoke/figures/tsne{name}"] == (f"model_figure{suffix}", exemplar_run)
+        assert jobs[f"results/smoke/figures/cyclic_generation{name}"] == (f"cyclic_generation{suffix}", exemplar_run)
+        assert jobs[f"results/smoke/figures/unconditional_samples{name}"] == (
+            f"unconditional_samples{suffix}", [runs.format(architecture, p) for p in priors])
+
+
 @pytest.mark.slow
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
     workdir = make_workdir(tmp_path)

@@ -235,7 +235,8 @@ def test_figures_compare_only_the_priors_trained_with_the_figure_model():
     config["models"][1]["priors"] = ["gaussian", "exemplar"]
     config["figures"].update(datasets=["mnist", "omniglot_raw28"])
     study = Study(config)
-    assert study.figure_priors("mnist") == PRIORS and study.figure_priors("omniglot_raw28") == ["gaussian", "exemplar"]
+    assert study.figure_priors("mnist", "vae") == PRIORS
+    assert study.figure_priors("omniglot_raw28", "vae") == ["gaussian", "exemplar"]
 
 
 @pytest.mark.parametrize(("group", "key", "value", "message"), [
@@ -278,13 +279,101 @@ def test_the_schema_takes_one_group_or_a_list_of_them():
             validate(config, schema)
 
 
-def test_figures_come_from_the_first_listed_architecture_the_study_trains_on_the_dataset():
+# --- figures of several architectures ----------------------------------------------------------------------
+
+ALL_FIGURES = ("exemplar_samples", "unconditional_samples", "cyclic_generation", "interpolations", "tsne",
+               "prior_comparison")
+SAMPLE_FIGURES = ALL_FIGURES[:3]
+
+
+@pytest.mark.parametrize(("name", "root", "datasets"), [
+    ("config", "results", {"mnist": ALL_FIGURES, "fashion_mnist": ALL_FIGURES, "omniglot": ALL_FIGURES,
+                           "celeba": SAMPLE_FIGURES}),
+    ("smoke", "results/smoke", {"mnist_subset": ALL_FIGURES, "celeba_standin": SAMPLE_FIGURES}),
+    ("reduced", "results/reduced", {"mnist": ALL_FIGURES, "fashion_mnist": ALL_FIGURES}),
+    ("mnist_full", "results/mnist_full", {"mnist": ALL_FIGURES}),
+])
+def test_the_profiles_keep_their_figure_files(name, root, datasets):
+    """Their figures, as the study named them when each dataset had figures of one architecture only."""
+    study = Study(load_config(REPO / "config" / "config.yaml", REPO / "config" / f"{name}.yaml"))
+    expected = [f"{root}/figures/{figure}_{d}.png" for d, figures in datasets.items() for figure in figures]
+    expected += [f"{root}/figures/{f}.png" for f in ("training_curves", "knn_error_vs_k")]
+    assert study.figure_targets() == expected
+    assert all(study.figure_priors(d, study.figure_architectures(d)[0]) == PRIORS for d in datasets)
+
+
+def two_architectures_config() -> dict:
+    """The groups config with the HVAE trained on MNIST, figures of MNIST and Fashion-MNIST from VAE and HVAE."""
+    config = groups_config()
+    config["models"][2]["priors"] = ["gaussian", "exemplar"]
+    config["figures"].update(datasets=["mnist", "fashion_mnist"], architectures=["vae", "hvae"])
+    return config
+
+
+def test_every_trained_figure_architecture_draws_the_figures_the_first_under_the_plain_names():
+    study = Study(two_architectures_config())
+    assert study.figure_architectures("mnist") == ["vae", "hvae"]
+    assert study.figure_architectures("fashion_mnist") == ["vae"]  # no HVAE trained on it
+    root = "results/reduced/figures"
+    assert study.dataset_figure_targets("mnist") == ([f"{root}/{f}_mnist.png" for f in ALL_FIGURES]
+                                                     + [f"{root}/{f}_mnist_hvae.png" for f in ALL_FIGURES])
+    assert study.dataset_figure_targets("fashion_mnist") == [f"{root}/{f}_fashion_mnist.png" for f in ALL_FIGURES]
+    assert study.figure_priors("mnist", "vae") == PRIORS
+    assert study.figure_priors("mnist", "hvae") == ["gaussian", "exemplar"]
+    assert study.figure_model("mnist", "hvae", "gaussian") == Run("mnist", "hvae", "gaussian", 0)
+
+
+def test_the_first_trained_figure_architecture_keeps_the_plain_names_whichever_it_is():
+    config = two_architectures_config()
+    config["figures"]["architectures"] = ["hvae", "vae"]
+    study = Study(config)
+    root = "results/reduced/figures"
+    assert study.figure_architectures("mnist") == ["hvae", "vae"]
+    assert study.dataset_figure_targets("mnist")[:2] == [f"{root}/exemplar_samples_mnist.png",
+                                                         f"{root}/unconditional_samples_mnist.png"]
+    assert f"{root}/tsne_mnist_vae.png" in study.dataset_figure_targets("mnist")
+    assert study.dataset_figure_targets("fashion_mnist")[0] == f"{root}/exemplar_samples_fashion_mnist.png"
+
+
+@pytest.mark.parametrize("change", ["seed", "prior"])
+def test_a_figure_architecture_without_its_trained_exemplar_model_draws_no_figures(change):
+    config = two_architectures_config()
+    if change == "seed":
+        config["models"][2]["seeds"] = [1]  # the HVAE trained, but not with figures.seed
+    else:
+        config["models"][2]["priors"] = ["gaussian", "vampprior"]
+    study = Study(config)
+    assert study.figure_architectures("mnist") == ["vae"]
+    assert not any("hvae" in t for t in study.figure_targets())
+
+
+def test_a_figure_file_names_the_architecture_it_is_drawn_from():
+    study = Study(two_architectures_config())
+    assert study.figure_architecture("mnist", None) == "vae" and study.figure_architecture("mnist", "hvae") == "hvae"
+    assert study.figure_architecture("fashion_mnist", None) == "vae"
+    for dataset, named in (("mnist", "vae"), ("mnist", "convhvae"), ("fashion_mnist", "hvae")):
+        with pytest.raises(ConfigError, match=f"no figure of {dataset} is named after '{named}'"):
+            study.figure_architecture(dataset, named)
+
+
+def test_no_figure_file_name_can_be_read_two_ways():
+    """Every (figure, dataset, architecture or none) has a file name of its own, so each figure file matches one
+    rule (dataset and architecture wildcards take registered names only) and splits into wildcards one way."""
+    from evae.data.registry import DATASETS
+    from evae.models.registry import ARCHITECTURES
+
+    names = [f"{f}_{d}{'' if a is None else '_' + a}.png"
+             for f in ALL_FIGURES for d in DATASETS for a in (None, *ARCHITECTURES)]
+    assert len(names) == len(set(names))
+
+
+def test_figures_need_a_trained_exemplar_model_of_a_figure_architecture():
     config = groups_config()
     config["models"][2]["datasets"] = ["mnist_subset"]  # the HVAE alone on the subset
     config["figures"].update(datasets=["mnist", "mnist_subset"], architectures=["vae", "hvae"])
     study = Study(config)
-    assert study.figure_model("mnist") == Run("mnist", "vae", "exemplar", 0)
-    assert study.figure_model("mnist_subset", "gaussian") == Run("mnist_subset", "hvae", "gaussian", 0)
+    assert study.figure_architectures("mnist") == ["vae"] and study.figure_architectures("mnist_subset") == ["hvae"]
     config["figures"]["seed"] = 1  # trained for the VAE on mnist, for no architecture on the subset
-    with pytest.raises(ConfigError, match=r"figures of mnist_subset needs the trained model mnist_subset/vae/exemplar/seed1"):
+    with pytest.raises(ConfigError, match=r"figures of mnist_subset needs the trained model "
+                                          r"mnist_subset/vae/exemplar/seed1 or mnist_subset/hvae/exemplar/seed1"):
         Study(config)

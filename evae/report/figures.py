@@ -33,8 +33,8 @@ def _save(fig, out: str | Path) -> None:
     plt.close(fig)
 
 
-def _label(run) -> str:
-    cfg = run.cfg
+def _label(cfg) -> str:
+    """The run a figure is drawn from (its `evae.config.TrainConfig`): dataset, architecture, prior and seed."""
     return _dataset_label(cfg.dataset, f"{cfg.dataset} / {cfg.architecture} / {cfg.prior} / seed {cfg.seed}")
 
 
@@ -105,7 +105,7 @@ def exemplar_samples(run_dir, out, seed: int = 0, n_exemplars: int = 8, per_exem
     blank = np.zeros_like(ex[:1]) if ex.ndim == 3 else np.ones_like(ex[:1])
     rows = [np.concatenate([ex[i : i + 1], blank, sm[i]]) for i in range(n_exemplars)]
     fig, ax = plt.subplots(figsize=(0.6 * (per_exemplar + 2), 0.6 * n_exemplars))
-    title = f"exemplar | {_decoded(draws)} of exemplar-conditioned samples ({_label(run)}){_budget_note(budget)}"
+    title = f"exemplar | {_decoded(draws)} of exemplar-conditioned samples ({_label(run.cfg)}){_budget_note(budget)}"
     _show(ax, image_grid(np.concatenate(rows), per_exemplar + 2), title)
     _save(fig, out)
 
@@ -146,7 +146,7 @@ def cyclic_generation(run_dir, out, seed: int = 0, chains: int = 10, steps: int 
     rows = [np.concatenate([chain[:1], blank, chain[1:]]) for chain in cells]
     fig, ax = plt.subplots(figsize=(0.6 * (steps + 2), 0.6 * chains))
     title = (f"cyclic generation: uniform noise | {steps} steps x -> decoder mean of z ~ N(mu(x), s^2 I), "
-             f"s = {run.model.prior.component_scale():.3g} ({_label(run)}){_budget_note(budget)}")
+             f"s = {run.model.prior.component_scale():.3g} ({_label(run.cfg)}){_budget_note(budget)}")
     _show(ax, image_grid(np.concatenate(rows), steps + 2), title)
     _save(fig, out)
 
@@ -158,7 +158,7 @@ def unconditional_samples(run_dirs, out, seed: int = 0, n: int = 64, budget: str
     for ax, run_dir in zip(axes[0], run_dirs):
         run = runs.load_run(run_dir)
         samples = run.model.generate(n, generator=torch.Generator().manual_seed(seed), draws=draws)
-        _show(ax, image_grid(_as_images(samples, run.data.image_shape), int(math.sqrt(n))), _label(run))
+        _show(ax, image_grid(_as_images(samples, run.data.image_shape), int(math.sqrt(n))), _label(run.cfg))
     fig.suptitle(f"unconditional samples: {_decoded(draws)}{_budget_note(budget)}", fontsize=10)
     _save(fig, out)
 
@@ -183,7 +183,7 @@ def interpolations(run_dir, out, seed: int = 0, pairs: int = 6, steps: int = 10,
     ends = _as_images(x, run.data.image_shape)
     rows = [np.concatenate([ends[i : i + 1], decoded[i], ends[pairs + i : pairs + i + 1]]) for i in range(pairs)]
     fig, ax = plt.subplots(figsize=(0.6 * (steps + 2), 0.6 * pairs))
-    title = f"interpolation of encoder means, {_decoded(draws)} ({_label(run)}){_budget_note(budget)}"
+    title = f"interpolation of encoder means, {_decoded(draws)} ({_label(run.cfg)}){_budget_note(budget)}"
     _show(ax, image_grid(np.concatenate(rows), steps + 2), title)
     _save(fig, out)
 
@@ -204,7 +204,7 @@ def tsne(run_dir, out, points: int = 5000, seed: int = 0, budget: str | None = N
     sc = ax.scatter(emb[:, 0], emb[:, 1], c=labels, s=3, cmap="tab10" if labels.max() < 10 else "turbo")
     if labels.max() < 10:
         ax.legend(*sc.legend_elements(), fontsize=7, markerscale=0.8, loc="best", title="class")
-    ax.set_title(f"t-SNE of encoder means, {len(mu)} test images ({_label(run)}){_budget_note(budget)}", fontsize=9)
+    ax.set_title(f"t-SNE of encoder means, {len(mu)} test images ({_label(run.cfg)}){_budget_note(budget)}", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     _save(fig, out)
@@ -232,7 +232,6 @@ def prior_comparison_data(run_dir, ks, seed: int = 0, images: int = 200) -> pd.D
 def prior_comparison(run_dir, out, ks, seed: int = 0, budget: str | None = None):
     """How far the kNN (retrieval) approximation of the exemplar prior is from the exact mixture."""
     df = prior_comparison_data(run_dir, ks, seed)
-    run_label = runs.run_folder(run_dir).as_posix().split("/runs/")[-1]
     fig, ax = plt.subplots(figsize=(6, 4))
     for col, style in (("gap_mean", "o-"), ("gap_p90", "s--"), ("gap_max", "^:")):
         ax.plot(df["k"], df[col].clip(lower=1e-12), style, label=col.replace("gap_", ""))
@@ -240,7 +239,7 @@ def prior_comparison(run_dir, out, ks, seed: int = 0, budget: str | None = None)
     ax.set_yscale("log")
     ax.set_xlabel("k nearest exemplars kept")
     ax.set_ylabel("log p(z) exact - kNN truncation (nats)")
-    ax.set_title(f"exact vs kNN exemplar prior ({run_label}){_budget_note(budget)}", fontsize=9)
+    ax.set_title(f"exact vs kNN exemplar prior ({_label(runs.read_config(run_dir))}){_budget_note(budget)}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     _save(fig, out)

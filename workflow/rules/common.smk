@@ -26,9 +26,27 @@ def exemplar_run(wildcards):
     return kept(f"{STUDY.run_dir(STUDY.exemplar_model(wildcards.dataset))}/summary.json")
 
 
+def figure_architecture(wildcards):
+    """The architecture a figure is drawn from: the one its file name ends in, else the dataset's first figure
+    architecture (Study.figure_path)."""
+    return STUDY.figure_architecture(wildcards.dataset, wildcards.get("architecture"))
+
+
 def figure_run(wildcards, prior="exemplar"):
-    """The run a dataset's figures are drawn from."""
-    return kept(f"{STUDY.run_dir(STUDY.figure_model(wildcards.dataset, prior))}/summary.json")
+    """The run of ``prior`` a figure is drawn from."""
+    run = STUDY.figure_model(wildcards.dataset, figure_architecture(wildcards), prior)
+    return kept(f"{STUDY.run_dir(run)}/summary.json")
+
+
+def figure_runs(wildcards):
+    """The runs an unconditional-samples figure sets side by side: one per prior trained with its architecture."""
+    priors = STUDY.figure_priors(wildcards.dataset, figure_architecture(wildcards))
+    return [figure_run(wildcards, prior) for prior in priors]
+
+
+def figure_mem_mb(wildcards):
+    """The memory request of a figure's job."""
+    return STUDY.figure_mem_mb(wildcards.dataset, figure_architecture(wildcards))
 
 
 def stand_in(wildcards):
@@ -44,8 +62,8 @@ def gpus(cfg):
 
 
 def figure_config(wildcards):
-    """The training config of the run a dataset's figures are drawn from."""
-    run = STUDY.figure_model(wildcards.dataset)
+    """The training config of the exemplar run a figure is drawn from."""
+    run = STUDY.figure_model(wildcards.dataset, figure_architecture(wildcards))
     return STUDY.train_config(run.dataset, run.architecture, run.prior, run.seed)
 
 

@@ -2,7 +2,8 @@ FIG = config["figures"]
 
 
 rule model_figure:
-    """A figure drawn from the study's exemplar model of one dataset."""
+    """A figure drawn from the study's exemplar model of one dataset and its first figure architecture (the
+    further architectures' figures: rule model_figure_of_architecture, below)."""
     input:
         run=figure_run,
     output:
@@ -17,6 +18,7 @@ rule model_figure:
         ks=FIG["prior_comparison_ks"],
         seed=FIG["seed"],
         profile=PROFILE,
+        architecture=figure_architecture,
         stand_in=stand_in,
     wildcard_constraints:
         figure="exemplar_samples|interpolations|tsne|prior_comparison",
@@ -26,7 +28,7 @@ rule model_figure:
         f"{ROOT}/benchmarks/figures/{{figure}}_{{dataset}}.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wildcards: STUDY.figure_mem_mb(wildcards.dataset),
+        mem_mb=figure_mem_mb,
         runtime=60,
         gpu=lambda wildcards: gpus(figure_config(wildcards)),
     conda:
@@ -36,9 +38,9 @@ rule model_figure:
 
 
 rule unconditional_samples:
-    """Unconditional samples of every prior the study trains, side by side."""
+    """Unconditional samples of every prior the study trains with the figure's architecture, side by side."""
     input:
-        runs=lambda wildcards: [figure_run(wildcards, prior) for prior in STUDY.figure_priors(wildcards.dataset)],
+        runs=figure_runs,
     output:
         report(
             f"{ROOT}/figures/unconditional_samples_{{dataset}}.png",
@@ -49,6 +51,7 @@ rule unconditional_samples:
     params:
         seed=FIG["seed"],
         profile=PROFILE,
+        architecture=figure_architecture,
         stand_in=stand_in,
     log:
         f"logs/{PROFILE}/figures/unconditional_samples_{{dataset}}.log",
@@ -56,7 +59,7 @@ rule unconditional_samples:
         f"{ROOT}/benchmarks/figures/unconditional_samples_{{dataset}}.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wildcards: STUDY.figure_mem_mb(wildcards.dataset),
+        mem_mb=figure_mem_mb,
         runtime=10,
         gpu=lambda wildcards: gpus(figure_config(wildcards)),
     conda:
@@ -79,6 +82,7 @@ rule cyclic_generation:
     params:
         seed=FIG["seed"],
         profile=PROFILE,
+        architecture=figure_architecture,
         stand_in=stand_in,
     log:
         f"logs/{PROFILE}/figures/cyclic_generation_{{dataset}}.log",
@@ -86,13 +90,60 @@ rule cyclic_generation:
         f"{ROOT}/benchmarks/figures/cyclic_generation_{{dataset}}.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wildcards: STUDY.figure_mem_mb(wildcards.dataset),
+        mem_mb=figure_mem_mb,
         runtime=10,
         gpu=lambda wildcards: gpus(figure_config(wildcards)),
     conda:
         ENV
     script:
         "../scripts/cyclic_generation.py"
+
+
+# A dataset's figures of its further figure architectures (Study.figure_path): the same figures, named
+# {figure}_{dataset}_{architecture}.png. Dataset and architecture wildcards take registered names only, and no
+# dataset is named {dataset}_{architecture} (tests/test_study.py), so each file matches one rule in one way.
+
+
+use rule model_figure as model_figure_of_architecture with:
+    output:
+        report(
+            f"{ROOT}/figures/{{figure}}_{{dataset}}_{{architecture}}.png",
+            caption="../report/model_figure.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+    log:
+        f"logs/{PROFILE}/figures/{{figure}}_{{dataset}}_{{architecture}}.log",
+    benchmark:
+        f"{ROOT}/benchmarks/figures/{{figure}}_{{dataset}}_{{architecture}}.tsv"
+
+
+use rule unconditional_samples as unconditional_samples_of_architecture with:
+    output:
+        report(
+            f"{ROOT}/figures/unconditional_samples_{{dataset}}_{{architecture}}.png",
+            caption="../report/unconditional_samples.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+    log:
+        f"logs/{PROFILE}/figures/unconditional_samples_{{dataset}}_{{architecture}}.log",
+    benchmark:
+        f"{ROOT}/benchmarks/figures/unconditional_samples_{{dataset}}_{{architecture}}.tsv"
+
+
+use rule cyclic_generation as cyclic_generation_of_architecture with:
+    output:
+        report(
+            f"{ROOT}/figures/cyclic_generation_{{dataset}}_{{architecture}}.png",
+            caption="../report/cyclic_generation.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+    log:
+        f"logs/{PROFILE}/figures/cyclic_generation_{{dataset}}_{{architecture}}.log",
+    benchmark:
+        f"{ROOT}/benchmarks/figures/cyclic_generation_{{dataset}}_{{architecture}}.tsv"
 
 
 rule training_curves:
