@@ -31,8 +31,8 @@ def knn(dataset, prior, seed, error):
     return {"run": run_record(dataset, prior, seed), "latent": {"k": 3, "test_error": error}}
 
 
-def augmentation(dataset, augmented, seed, error):
-    return {"dataset": dataset, "classifier": {"hidden": 1024, "epochs": 100}, "seed": seed,
+def augmentation(dataset, augmented, seed, error, hidden=1024):
+    return {"dataset": dataset, "classifier": {"hidden": hidden, "epochs": 100}, "seed": seed,
             "augmentation": {"noise_scale": 1.0} if augmented else None, "test_error": error,
             "run": run_record(dataset, "exemplar", 0) if augmented else None}
 
@@ -144,6 +144,16 @@ def test_a_study_without_results_of_a_kind_has_no_rows_of_its_claims(tmp_path):
     claims = compile_claims(results, REPORTED, "smoke")
     assert claims["claim"].tolist() == [NLL.text, VAMP_OVER_GAUSSIAN.text]
     assert claims["verdict"].tolist() == ["holds on every seed", "not testable"]
+
+
+def test_a_classifier_width_the_paper_does_not_report_has_no_paper_effect(tmp_path):
+    """MNIST's classifiers have known widths (1024, 8192): a width-64 one is compared with none of them, and is not
+    mistaken for Fashion-MNIST's classifier of unknown width."""
+    augs = [augmentation("mnist", False, 0, 2.0, hidden=64), augmentation("mnist", True, 0, 1.5, hidden=64)]
+    row = compile_claims({"augmentation": write(tmp_path, "augmentation", augs)}, REPORTED, "smoke").iloc[0]
+    assert (row["architecture"], row["ours_by_seed"]) == ("mlp_2x64", "seed0: +0.50")
+    assert row["verdict"] == "holds on every seed"
+    assert math.isnan(row["paper_effect"]) and "width" not in row["note"]
 
 
 def test_every_study_targets_its_claims_table_compiled_from_its_evaluations():

@@ -147,7 +147,8 @@ def _paper_rows(reported: pd.DataFrame, dataset: str, architecture: str) -> tupl
     width the paper does not give (its Fashion-MNIST augmentation, compared with every width)."""
     rows = reported[(reported["dataset"] == dataset) & (reported["architecture"] == architecture)]
     if rows.empty and architecture.startswith("mlp_"):
-        return reported[(reported["dataset"] == dataset) & (reported["architecture"] == UNKNOWN_WIDTH)], True
+        unknown = reported[(reported["dataset"] == dataset) & (reported["architecture"] == UNKNOWN_WIDTH)]
+        return unknown, not unknown.empty
     return rows, False
 
 
