@@ -246,7 +246,7 @@ def prior_comparison(run_dir, out, ks, seed: int = 0, budget: str | None = None)
 
 
 def training_curves(run_dirs, out, budget: str | None = None):
-    """Validation -ELBO per epoch, one panel per (dataset, architecture), one line per prior and seed, each run
+    """Validation -ELBO per epoch, one panel per (dataset, architecture), one line per run (prior and seed), each run
     as far as it has come (a run in progress has its config and metrics but no summary yet). Each panel's y-axis
     starts a tenth of the way into its longest run: the first epochs' losses, tens of nats above the rest, would
     flatten the curves where the priors differ."""
@@ -254,20 +254,18 @@ def training_curves(run_dirs, out, budget: str | None = None):
     for run_dir in run_dirs:
         cfg = runs.read_config(run_dir)
         metrics = pd.DataFrame(runs.read_metrics(run_dir))
-        curves.append(((cfg.dataset, cfg.architecture), cfg.prior, cfg.seed, metrics))
+        curves.append(((cfg.dataset, cfg.architecture), cfg.prior, metrics))
     panels = sorted({r[0] for r in curves})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     colours = {"gaussian": "tab:blue", "vampprior": "tab:orange", "exemplar": "tab:green"}
     for ax, panel in zip(axes[0], panels):
         seen = set()
-        shown = [m for key, _, _, m in curves if key == panel]
-        for key, prior, seed, m in curves:
-            if key != panel:
-                continue
+        shown = [(prior, m) for key, prior, m in curves if key == panel]
+        for prior, m in shown:
             ax.plot(m["epoch"], m["val_loss"], color=colours.get(prior), alpha=0.8,
                     label=None if prior in seen else prior)
             seen.add(prior)
-        ax.set_ylim(*_loss_range(shown))
+        ax.set_ylim(*_loss_range([m for _, m in shown]))
         _style(ax, _dataset_label(panel[0], f"{panel[0]} / {panel[1]}"), "epoch", "validation -ELBO (nats)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"training curves{_budget_note(budget)}", fontsize=10)
