@@ -88,9 +88,7 @@ def cmd_status(args) -> None:
         started = [study.run_dir(run) for run, p in zip(study.runs, progress) if p.epoch > 0]
         if not started:
             raise SystemExit("--plot: no run of the study has trained an epoch yet")
-        label = figure_label(study.profile)
-        if any(p.state == "unfinished" for p in progress):
-            label = f"{label}, IN PROGRESS" if label else "IN PROGRESS"
+        label = figure_label(study.profile, in_progress=any(p.state == "unfinished" for p in progress))
         training_curves(started, args.plot, budget=label)
         print(f"{args.plot}: the validation curves of the {len(started)} runs started so far")
 

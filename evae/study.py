@@ -34,6 +34,8 @@ RESULTS = "results"
 # Each profile's label in tables and figures
 KIND = {"paper": "paper protocol", "mnist_full": "FULL PROTOCOL, MNIST MLP, exemplar kNN-trained",
         "reduced": "REDUCED BUDGET", "smoke": "SMOKE"}
+# The profiles that run the paper's protocol, whose numbers can stand beside the paper's
+PAPER_PROTOCOL = ("paper", "mnist_full")
 # How each profile's numbers stand to the paper's: every table says so at its top (None: the paper's protocol)
 NOTICE = {
     "paper": None,
@@ -101,9 +103,15 @@ def expected_epochs(cfg: TrainConfig) -> int:
     return min(cfg.max_epochs, max(EXPECTED_EPOCHS, cfg.warmup_epochs + cfg.patience))
 
 
-def figure_label(profile: str) -> str | None:
-    """The label figure titles carry for a study of ``profile`` (e.g. "REDUCED BUDGET"); None for the paper's."""
-    return None if profile == "paper" else KIND[profile]
+def figure_label(profile: str, in_progress: bool = False) -> str | None:
+    """The note figure titles carry for a study of ``profile``, e.g. "REDUCED BUDGET run: not comparable with the
+    paper"; None for the paper's finished runs. Only the profiles that follow the paper's protocol (its numbers
+    stand beside the paper's) leave out "not comparable"."""
+    kind = [] if profile == "paper" else [KIND[profile]]
+    if not kind and not in_progress:
+        return None
+    label = ", ".join(kind + ["IN PROGRESS"] * in_progress) + " run"
+    return label if profile in PAPER_PROTOCOL else f"{label}: not comparable with the paper"
 
 
 def results_root(profile: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from evae.config import ConfigError
-from evae.study import Run, Study, load_config
+from evae.study import Run, Study, figure_label, load_config
 from tests.conftest import REPO
 
 
@@ -378,3 +378,11 @@ def test_figures_need_a_trained_exemplar_model_of_a_figure_architecture():
     with pytest.raises(ConfigError, match=r"figures of mnist_subset needs the trained model "
                                           r"mnist_subset/vae/exemplar/seed1 or mnist_subset/hvae/exemplar/seed1"):
         Study(config)
+
+
+def test_figure_titles_say_not_comparable_only_for_profiles_off_the_papers_protocol():
+    assert figure_label("paper") is None
+    assert figure_label("paper", in_progress=True) == "IN PROGRESS run"
+    assert figure_label("mnist_full") == "FULL PROTOCOL, MNIST MLP, exemplar kNN-trained run"
+    assert figure_label("reduced") == "REDUCED BUDGET run: not comparable with the paper"
+    assert figure_label("smoke", in_progress=True) == "SMOKE, IN PROGRESS run: not comparable with the paper"

@@ -1,8 +1,9 @@
 """The paper's figures, drawn from trained runs and evaluation results (matplotlib, PNG).
 
 Every figure's title names the run it was drawn from, says when its data is a stand-in and, for
-studies other than the paper protocol, which kind of run it comes from (``budget``: the study's label,
-e.g. "REDUCED BUDGET"; None for the paper protocol). Runs and results are read, verified, through
+studies other than the paper protocol, which kind of run it comes from and whether it compares with the
+paper (``budget``: ``evae.study.figure_label``, e.g. "REDUCED BUDGET run: not comparable with the paper"; None
+for the paper protocol). Runs and results are read, verified, through
 ``evae.runs``; a run is named by its folder or its summary.json. Generated
 images are the decoder's means (as the paper shows them) unless ``draws=True`` asks for images
 drawn from the decoder (binary for the Bernoulli decoders, hence noisy).
@@ -49,7 +50,7 @@ def _decoded(draws: bool) -> str:
 
 
 def _budget_note(budget: str | None) -> str:
-    return "" if budget is None else f" [{budget} run: not comparable with the paper]"
+    return "" if budget is None else f" [{budget}]"
 
 
 def image_grid(images: np.ndarray, ncol: int, pad: int = 1) -> np.ndarray:
