@@ -103,6 +103,12 @@ def test_colour_figures_name_the_stand_in_and_show_mean_levels(runs, drawn, tmp_
     assert "STAND-IN: synthetic faces, not CelebA" in text and "decoder means" in text and "SMOKE" in text
 
 
+def test_panels_of_a_stand_in_name_it_once_in_the_figure_title(runs, drawn, tmp_path):
+    """One panel a prior: the stand-in note would overrun the panels' short titles, so it sits above them once."""
+    figures.unconditional_samples([runs["celeba_standin"]] * 3, tmp_path / "f.png", n=4)
+    assert drawn[0]["text"].count("STAND-IN: synthetic faces, not CelebA") == 1
+
+
 class KnownMaps(LatentVariableModel):
     """Images of 4 pixels, encoder mean 2x - 1, decoder mean sigmoid(z); records what each is given."""
 

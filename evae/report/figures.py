@@ -34,9 +34,11 @@ def _save(fig, out: str | Path) -> None:
     plt.close(fig)
 
 
-def _label(cfg) -> str:
-    """The run a figure is drawn from (its `evae.config.TrainConfig`): dataset, architecture, prior and seed."""
-    return _dataset_label(cfg.dataset, f"{cfg.dataset} / {cfg.architecture} / {cfg.prior} / seed {cfg.seed}")
+def _label(cfg, stand_in: bool = True) -> str:
+    """The run a figure is drawn from (its `evae.config.TrainConfig`): dataset, architecture, prior and seed, and
+    (unless ``stand_in`` is False) what the data are where they stand in for the paper's."""
+    label = f"{cfg.dataset} / {cfg.architecture} / {cfg.prior} / seed {cfg.seed}"
+    return _dataset_label(cfg.dataset, label) if stand_in else label
 
 
 def _dataset_label(dataset: str, label: str) -> str:
@@ -156,11 +158,15 @@ def cyclic_generation(run_dir, out, seed: int = 0, chains: int = 10, steps: int 
 def unconditional_samples(run_dirs, out, seed: int = 0, n: int = 64, budget: str | None = None, draws: bool = False):
     """Decoder means (or, with ``draws``, draws) of ``n`` prior samples from each run, one panel per run."""
     fig, axes = plt.subplots(1, len(run_dirs), figsize=(4 * len(run_dirs), 4.4), squeeze=False)
+    datasets = []
     for ax, run_dir in zip(axes[0], run_dirs):
         run = runs.load_run(run_dir)
         samples = run.model.generate(n, generator=torch.Generator().manual_seed(seed), draws=draws)
-        _show(ax, image_grid(_as_images(samples, run.data.image_shape), int(math.sqrt(n))), _label(run.cfg))
-    fig.suptitle(f"unconditional samples: {_decoded(draws)}{_budget_note(budget)}", fontsize=10)
+        grid = image_grid(_as_images(samples, run.data.image_shape), int(math.sqrt(n)))
+        _show(ax, grid, _label(run.cfg, stand_in=False))  # short panel titles: a stand-in is named once, above
+        datasets += [run.cfg.dataset] * (run.cfg.dataset not in datasets)
+    stand_ins = "".join(_dataset_label(d, "") for d in datasets)
+    fig.suptitle(f"unconditional samples: {_decoded(draws)}{stand_ins}{_budget_note(budget)}", fontsize=10)
     _save(fig, out)
 
 
