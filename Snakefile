@@ -10,6 +10,10 @@ localrules:
 
 
 rule all:
-    """Every table and figure of the study."""
+    """Every table and figure of the study, and the evaluations they are compiled from: asked for here, an evaluation
+    a committed study's config gains is made, and the tables and figures that list it with it (common.smk: kept)."""
     input:
         STUDY.all_targets(),
+        STUDY.nll_targets(),
+        STUDY.knn_targets(),
+        STUDY.augmentation_targets(),

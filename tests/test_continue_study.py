@@ -5,6 +5,7 @@ redone from the continued runs."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -66,3 +67,23 @@ def test_raising_max_epochs_continues_every_run_and_redoes_what_depends_on_it(tm
         assert len(rows) == 2 and set(rows["epochs_trained"]) == {2}
     stale = [str(p.relative_to(workdir)) for p in outputs if p.stat().st_mtime < finished]
     assert not stale, f"not redone: {stale}"
+
+
+@pytest.mark.slow
+def test_a_seed_added_to_a_committed_study_is_trained_evaluated_and_tabled(tmp_path):
+    """Committed inputs are ancient, missing ones are not: a run the config gains is trained and evaluated, and the
+    tables are redone with it, while what was already computed stays untouched."""
+    workdir = make_workdir(tmp_path)
+    run_study(workdir, 1)
+    study = Study(load_config(*(workdir / c for c in ("config/config.yaml", *CONFIGS))))
+    before = {p: (workdir / p).stat().st_mtime for run in study.runs for p in (study.eval_path(run, "nll"),
+                                                                             study.eval_path(run, "knn"))}
+
+    shutil.rmtree(workdir / ".snakemake")  # a clone of a committed study has no record of its jobs
+    (workdir / CONFIGS[1]).write_text(yaml.safe_dump({**STUDY, "models": {**STUDY["models"], "seeds": [0, 1]}}))
+    snakemake(workdir, "--cores", "2", "--configfile", *CONFIGS)
+
+    for table in ("nll", "knn"):
+        rows = pd.read_csv(workdir / study.root / "tables" / f"{table}.csv").dropna(subset=["reproduced_mean"])
+        assert len(rows) == 2 and set(rows["n_seeds"]) == {2}, table
+    assert {p: (workdir / p).stat().st_mtime for p in before} == before  # seed 0's evaluations not redone
