@@ -283,3 +283,11 @@ def test_knn_rows_name_the_labels_and_a_stand_in_without_a_paper_value_reads_not
     assert omniglot["note"] == f"kNN labels: character index (0..1622); {OMNIGLOT_SPLIT}"
     mnist = row_of(table, ("mnist", "vae", "exemplar"))
     assert mnist["note"] == "encoder means; k not stated; kNN labels: class index (0..9)"
+
+
+def test_rows_the_paper_does_not_report_follow_its_rows_in_the_studys_order(tmp_path):
+    priors = ["gaussian", "vampprior", "exemplar"]  # not sorted by name: the order the study lists them in
+    results = [{"run": run_record("omniglot_raw28", "vae", p, 0), "latent": {"k": 1, "test_error": 60.0 + i}}
+               for i, p in enumerate(priors)]
+    table = compile_table("knn", write_results(tmp_path, "knn", results), REPORTED, "reduced")
+    assert list(table["prior"].iloc[-3:]) == priors and table["reported_mean"].iloc[:-3].notna().all()

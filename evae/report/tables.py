@@ -199,9 +199,10 @@ def compile_table(
                                 "stand_in", "run_note"])
     if kind == "augmentation":
         reported = _match_unknown_widths(reported, rep)
-    # the paper's row order, rows it does not report after them (an outer merge would sort by key)
-    reported = reported.assign(_order=range(len(reported)))
-    table = reported.merge(rep, on=KEY, how="outer").sort_values("_order", kind="stable", na_position="last")
+    # the paper's row order, rows it does not report after them in the study's order (an outer merge sorts by key)
+    reported, rep = reported.assign(_order=range(len(reported))), rep.assign(_found=range(len(rep)))
+    table = reported.merge(rep, on=KEY, how="outer").sort_values(["_order", "_found"], kind="stable",
+                                                                 na_position="last")
     table["metric"] = table["metric"].fillna(_METRIC[kind])
     table["difference"] = table["reproduced_mean"] - table["reported_mean"]
     table["sigma"] = [sigma(r.reported_std, r.reproduced_std, r.n_seeds) for r in table.itertuples()]
