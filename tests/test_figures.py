@@ -46,7 +46,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """Every figure drawn: its image grids and all its text (titles), instead of a PNG."""
+    """Every figure drawn: its image grids, all its text (titles) and the figure itself, instead of a PNG."""
     figs, grids, show = [], [], figures._show
 
     def record_show(ax, grid, title):
@@ -54,7 +54,7 @@ def drawn(monkeypatch):
         show(ax, grid, title)
 
     def record_save(fig, out):
-        figs.append({"grids": grids[:], "text": " | ".join(t.get_text() for t in fig.findobj(Text))})
+        figs.append({"grids": grids[:], "text": " | ".join(t.get_text() for t in fig.findobj(Text)), "fig": fig})
         grids.clear()
         plt.close(fig)
 
@@ -231,3 +231,22 @@ def test_study_figures_mark_the_panels_of_stand_in_data(drawn, tmp_path):
     titles = drawn[0]["text"]
     assert "omniglot_raw28 [STAND-IN: raw Omniglot, not the paper's chardata.mat]" in titles
     assert "mnist [STAND-IN" not in titles and "mnist |" in titles
+
+
+def test_knn_error_vs_k_gives_each_prior_one_colour_and_one_legend_entry_over_its_seeds(drawn, tmp_path):
+    from evae import checksums
+
+    paths = []
+    for prior in ("gaussian", "exemplar"):
+        for seed in (1, 0):
+            result = {"run": {"config": {"dataset": "mnist", "architecture": "vae", "prior": prior, "seed": seed}},
+                      "latent": {"k": 3 + seed, "test_error_by_k": {"1": 2.0 + seed, "3": 1.5}}, "pixel": None}
+            paths.append(tmp_path / f"{prior}{seed}" / "knn.json")
+            paths[-1].parent.mkdir()
+            checksums.write_json(paths[-1], result)
+    figures.knn_error_vs_k(paths, tmp_path / "knn.png")
+    ax = drawn[0]["fig"].axes[0]
+    assert [line.get_color() for line in ax.get_lines()] == [figures.PRIOR_COLOURS[p] for p in ("gaussian",) * 2
+                                                             + ("exemplar",) * 2]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vae/gaussian (k* s0: 3, s1: 4)",
+                                                                    "vae/exemplar (k* s0: 3, s1: 4)"]

@@ -28,6 +28,10 @@ from evae.data import STAND_INS  # noqa: E402
 from evae.io import atomic_path  # noqa: E402
 
 
+# One colour a prior wherever figures compare priors (training curves, kNN error against k)
+PRIOR_COLOURS = {"gaussian": "tab:blue", "vampprior": "tab:orange", "exemplar": "tab:green"}
+
+
 def _save(fig, out: str | Path) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
@@ -264,12 +268,11 @@ def training_curves(run_dirs, out, budget: str | None = None):
         curves.append(((cfg.dataset, cfg.architecture), cfg.prior, metrics))
     panels = sorted({r[0] for r in curves})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    colours = {"gaussian": "tab:blue", "vampprior": "tab:orange", "exemplar": "tab:green"}
     for ax, panel in zip(axes[0], panels):
         seen = set()
         shown = [(prior, m) for key, prior, m in curves if key == panel]
         for prior, m in shown:
-            ax.plot(m["epoch"], m["val_loss"], color=colours.get(prior), alpha=0.8,
+            ax.plot(m["epoch"], m["val_loss"], color=PRIOR_COLOURS.get(prior), alpha=0.8,
                     label=None if prior in seen else prior)
             seen.add(prior)
         ax.set_ylim(*_loss_range([m for _, m in shown]))
@@ -289,22 +292,29 @@ def _loss_range(metrics: list[pd.DataFrame]) -> tuple[float, float]:
 
 
 def knn_error_vs_k(result_paths, out, budget: str | None = None):
-    """kNN test error against k for each trained model's latent space, and in pixel space."""
+    """kNN test error against k for each trained model's latent space (one colour a prior, one line style an
+    architecture, one line a seed), and in pixel space."""
     results = [runs.read_result(p) for p in result_paths]
     datasets = sorted({r["run"]["config"]["dataset"] for r in results})
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        pixel_done = False
-        for r in results:
+        models: dict[tuple[str, str], list[dict]] = {}  # (architecture, prior) -> its seeds' results
+        for r in sorted(results, key=lambda r: r["run"]["config"]["seed"]):
             cfg = r["run"]["config"]
-            if cfg["dataset"] != dataset:
-                continue
-            ks, err = zip(*sorted((int(k), v) for k, v in r["latent"]["test_error_by_k"].items()))
-            ax.plot(ks, err, "o-", label=f"{cfg['architecture']}/{cfg['prior']} s{cfg['seed']} (k*={r['latent']['k']})")
-            if not pixel_done and r.get("pixel"):
-                pks, perr = zip(*sorted((int(k), v) for k, v in r["pixel"]["test_error_by_k"].items()))
-                ax.plot(pks, perr, "k--", label="pixel space")
-                pixel_done = True
+            if cfg["dataset"] == dataset:
+                models.setdefault((cfg["architecture"], cfg["prior"]), []).append(r)
+        architectures = list(dict.fromkeys(a for a, _ in models))
+        for (architecture, prior), seeds in models.items():
+            chosen = ", ".join(f"s{r['run']['config']['seed']}: {r['latent']['k']}" for r in seeds)
+            style = ("o-", "s:", "^-.")[architectures.index(architecture) % 3]
+            for i, r in enumerate(seeds):
+                ks, err = zip(*sorted((int(k), v) for k, v in r["latent"]["test_error_by_k"].items()))
+                ax.plot(ks, err, style, color=PRIOR_COLOURS.get(prior), alpha=0.8, markersize=4,
+                        label=f"{architecture}/{prior} (k* {chosen})" if i == 0 else None)
+        pixel = next((r["pixel"] for r in results if r["run"]["config"]["dataset"] == dataset and r.get("pixel")), None)
+        if pixel:
+            pks, perr = zip(*sorted((int(k), v) for k, v in pixel["test_error_by_k"].items()))
+            ax.plot(pks, perr, "k--", label="pixel space")
         _style(ax, _dataset_label(dataset, dataset), "k", "test error (%)")
     fig.suptitle(f"kNN classification error on encoder means{_budget_note(budget)}", fontsize=10)
     _save(fig, out)
