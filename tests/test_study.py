@@ -178,7 +178,7 @@ def cross_product(config: dict) -> list[Run]:
             for s in by_arch.get(a, config["seeds"]) if (d == "celeba" or d.endswith("standin")) == (a == "convvae64")]
 
 
-@pytest.mark.parametrize(("name", "count"), [("config", 138), ("smoke", 12), ("reduced", 6), ("mnist_full", 3)])
+@pytest.mark.parametrize(("name", "count"), [("config", 138), ("smoke", 12), ("mnist_full", 3)])
 def test_every_profile_keeps_its_cross_product_run_list(name, count):
     config = load_config(REPO / "config" / "config.yaml", REPO / "config" / f"{name}.yaml")
     study = Study(config)
@@ -211,6 +211,15 @@ def test_groups_train_the_union_of_their_runs_and_nothing_else():
     assert "results/reduced/eval/mnist/hvae/exemplar/seed0/knn.json" in study.knn_targets()
     with pytest.raises(ConfigError, match="not part of the 'reduced' study"):
         study.train_config("fashion_mnist", "hvae", "gaussian", 0)  # no group asks for it
+
+
+def test_the_committed_reduced_study_is_the_planned_one_so_far():
+    """config/reduced.yaml holds the groups of the plan whose runs have landed: seeds 0-2 of MNIST and Fashion-MNIST,
+    the Omniglot stand-in (the MNIST HVAE next)."""
+    committed = Study(load_config(REPO / "config" / "config.yaml", REPO / "config" / "reduced.yaml"))
+    planned = Study(groups_config())
+    assert committed.runs == [r for r in planned.runs if r.architecture == "vae"] and len(committed.runs) == 21
+    assert committed.config["augmentation"]["seeds"] == [0, 1, 2]
 
 
 def test_a_run_two_groups_name_is_trained_once_where_first_listed():
@@ -291,7 +300,7 @@ SAMPLE_FIGURES = ALL_FIGURES[:3]
     ("config", "results", {"mnist": ALL_FIGURES, "fashion_mnist": ALL_FIGURES, "omniglot": ALL_FIGURES,
                            "celeba": SAMPLE_FIGURES}),
     ("smoke", "results/smoke", {"mnist_subset": ALL_FIGURES, "celeba_standin": SAMPLE_FIGURES}),
-    ("reduced", "results/reduced", {"mnist": ALL_FIGURES, "fashion_mnist": ALL_FIGURES}),
+    ("reduced", "results/reduced", {"mnist": ALL_FIGURES, "fashion_mnist": ALL_FIGURES, "omniglot_raw28": ALL_FIGURES}),
     ("mnist_full", "results/mnist_full", {"mnist": ALL_FIGURES}),
 ])
 def test_the_profiles_keep_their_figure_files(name, root, datasets):
