@@ -1,6 +1,7 @@
 """Input and params functions shared by the rules (Snakemake's lint wants functions apart from rules)."""
 
 import os
+
 from evae.data.registry import get_spec
 from evae.provenance import uses_cuda
 
@@ -11,9 +12,9 @@ def kept(paths):
     --forcerun of its own rule, or when it is missing; a rerun of the job upstream does not reach it
     (so --forcerun train redoes the trainings alone: to continue a study after raising max_epochs,
     --forceall resumes every run from its checkpoint and redoes the rest). An input that does not exist
-    yet (a concrete path, not a rule's pattern) stays an ordinary one, so that a run added to a committed study's config is trained, evaluated
-    and brought into the tables that list it (a missing ancient input does not make them stale). Other
-    profiles use the modification times as usual."""
+    yet (a concrete path, not a rule's pattern) stays an ordinary one, so that a run added to a committed
+    study's config is trained, evaluated and brought into the tables that list it (a missing ancient
+    input does not make them stale). Other profiles use the modification times as usual."""
     if not COMMITTED:
         return paths
     if isinstance(paths, str):
