@@ -168,7 +168,8 @@ def unconditional_samples(run_dirs, out, seed: int = 0, n: int = 64, budget: str
         samples = run.model.generate(n, generator=torch.Generator().manual_seed(seed), draws=draws)
         grid = image_grid(_as_images(samples, run.data.image_shape), int(math.sqrt(n)))
         _show(ax, grid, _label(run.cfg, stand_in=False))  # short panel titles: a stand-in is named once, above
-        datasets += [run.cfg.dataset] * (run.cfg.dataset not in datasets)
+        if run.cfg.dataset not in datasets:
+            datasets.append(run.cfg.dataset)
     stand_ins = "".join(_dataset_label(d, "") for d in datasets)
     fig.suptitle(f"unconditional samples: {_decoded(draws)}{stand_ins}{_budget_note(budget)}", fontsize=10)
     _save(fig, out)
