@@ -82,11 +82,15 @@ def _as_images(flat: torch.Tensor, shape) -> np.ndarray:
     return x[:, 0] if c == 1 else x.transpose(0, 2, 3, 1)
 
 
-def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
+def _style(ax, title: str, xlabel: str, ylabel: str, legend_below: bool = False) -> None:
+    """Title, axis labels, grid and legend (``legend_below``: under the axes, where it hides no line)."""
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
+    if legend_below:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    else:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
 
 
@@ -316,6 +320,6 @@ def knn_error_vs_k(result_paths, out, budget: str | None = None):
         if pixel:
             pks, perr = zip(*sorted((int(k), v) for k, v in pixel["test_error_by_k"].items()))
             ax.plot(pks, perr, "k--", label="pixel space")
-        _style(ax, _dataset_label(dataset, dataset), "k", "test error (%)")
+        _style(ax, _dataset_label(dataset, dataset), "k", "test error (%)", legend_below=True)
     fig.suptitle(f"kNN classification error on encoder means{_budget_note(budget)}", fontsize=10)
     _save(fig, out)
