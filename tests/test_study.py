@@ -213,12 +213,13 @@ def test_groups_train_the_union_of_their_runs_and_nothing_else():
         study.train_config("fashion_mnist", "hvae", "gaussian", 0)  # no group asks for it
 
 
-def test_the_committed_reduced_study_is_the_planned_one_so_far():
-    """config/reduced.yaml holds the groups of the plan whose runs have landed: seeds 0-2 of MNIST and Fashion-MNIST,
-    the Omniglot stand-in (the MNIST HVAE next)."""
+def test_the_committed_reduced_study_is_the_planned_one():
+    """config/reduced.yaml holds the whole plan: seeds 0-2 of MNIST and Fashion-MNIST, the Omniglot stand-in and the
+    MNIST HVAE, with kNN probes of both architectures."""
     committed = Study(load_config(REPO / "config" / "config.yaml", REPO / "config" / "reduced.yaml"))
     planned = Study(groups_config())
-    assert committed.runs == [r for r in planned.runs if r.architecture == "vae"] and len(committed.runs) == 21
+    assert committed.runs == planned.runs and len(committed.runs) == 24
+    assert committed.knn_targets() == planned.knn_targets()
     assert committed.config["augmentation"]["seeds"] == [0, 1, 2]
 
 
@@ -296,20 +297,23 @@ ALL_FIGURES = ("exemplar_samples", "unconditional_samples", "cyclic_generation",
 SAMPLE_FIGURES = ALL_FIGURES[:3]
 
 
-@pytest.mark.parametrize(("name", "root", "datasets"), [
+@pytest.mark.parametrize(("name", "root", "stems"), [
     ("config", "results", {"mnist": ALL_FIGURES, "fashion_mnist": ALL_FIGURES, "omniglot": ALL_FIGURES,
                            "celeba": SAMPLE_FIGURES}),
     ("smoke", "results/smoke", {"mnist_subset": ALL_FIGURES, "celeba_standin": SAMPLE_FIGURES}),
-    ("reduced", "results/reduced", {"mnist": ALL_FIGURES, "fashion_mnist": ALL_FIGURES, "omniglot_raw28": ALL_FIGURES}),
+    ("reduced", "results/reduced", {"mnist": ALL_FIGURES, "mnist_hvae": ALL_FIGURES, "fashion_mnist": ALL_FIGURES,
+                                    "omniglot_raw28": ALL_FIGURES}),
     ("mnist_full", "results/mnist_full", {"mnist": ALL_FIGURES}),
 ])
-def test_the_profiles_keep_their_figure_files(name, root, datasets):
-    """Their figures, as the study named them when each dataset had figures of one architecture only."""
+def test_the_profiles_keep_their_figure_files(name, root, stems):
+    """Their figures, named {figure}_{dataset} for a dataset's first architecture and {figure}_{dataset}_{architecture}
+    for the others (the reduced profile's MNIST HVAE)."""
     study = Study(load_config(REPO / "config" / "config.yaml", REPO / "config" / f"{name}.yaml"))
-    expected = [f"{root}/figures/{figure}_{d}.png" for d, figures in datasets.items() for figure in figures]
+    expected = [f"{root}/figures/{figure}_{stem}.png" for stem, figures in stems.items() for figure in figures]
     expected += [f"{root}/figures/{f}.png" for f in ("training_curves", "knn_error_vs_k")]
     assert study.figure_targets() == expected
-    assert all(study.figure_priors(d, study.figure_architectures(d)[0]) == PRIORS for d in datasets)
+    datasets = study.config["figures"]["datasets"]
+    assert all(study.figure_priors(d, a) == PRIORS for d in datasets for a in study.figure_architectures(d))
 
 
 def two_architectures_config() -> dict:
